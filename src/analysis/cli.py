@@ -1,0 +1,205 @@
+"""Command line: ``python -m analysis <command>``.
+
+Each command is a thin wrapper around a package function, so everything the CLI does is
+also callable (and tested) from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import PROFILES, get_profile
+
+logger = logging.getLogger("analysis")
+
+DESCRIPTION = """\
+image2brain: generate M/EEG signals from images and judge them against recordings.
+
+Typical use on the built-in simulated dataset (no download needed):
+  python -m analysis simulate --profile default      # write the dataset to data/simulated/default
+  python -m analysis features --root data/simulated/default --profile default
+  python -m analysis bench                           # print speed figures as JSON
+
+With real data, point --root at a THINGS-EEG2 folder (preprocessed_data/, image_set/) or a
+THINGS-MEG folder (derivatives/preprocessed/): these files are pickles / FIF by format and
+are only ever read from the root you give.
+"""
+
+
+def default_data_root(profile: str, modality: str = "eeg") -> Path:
+    """Where `simulate` writes and other commands look by default."""
+    suffix = "" if modality == "eeg" else "-meg"
+    return Path("data") / "simulated" / f"{profile}{suffix}"
+
+
+def _add_profile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="ci",
+                        help="run size: ci (seconds), default (minutes), paper (GPU hours); "
+                             "default: %(default)s")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .data.simulated import config_for_profile, simulate_dataset
+
+    config = config_for_profile(args.profile, seed=args.seed, modality=args.modality,
+                                subject_variability=args.subject_variability,
+                                trial_snr=args.trial_snr)
+    root = Path(args.out) if args.out else default_data_root(args.profile, args.modality)
+    subjects = args.subjects or list(range(1, config.size.n_subjects + 1))
+    start = time.perf_counter()
+    simulate_dataset(root, config, subjects=subjects, progress=not args.quiet)
+    print(f"simulated {args.modality.upper()} dataset ({args.profile}, seed {args.seed}, "
+          f"subjects {subjects}) at {root} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _dataset_image_paths(dataset: str, root: Path) -> tuple[list[str], list[Path]]:
+    """All image ids and paths of a dataset root, training then test."""
+    from .data.things_eeg2 import list_images
+
+    if dataset in ("simulated", "things-eeg2"):
+        return list_images(root)
+    raise ValueError(f"features for dataset '{dataset}' need image paths; "
+                     "only 'simulated' and 'things-eeg2' image sets are supported so far")
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .encoders import ImageEncoder
+
+    profile = get_profile(args.profile)
+    model = args.model or profile.encoder.model
+    pretrained = args.pretrained if args.pretrained is not None else profile.encoder.pretrained
+    root = Path(args.root) if args.root else default_data_root(args.profile)
+    ids, paths = _dataset_image_paths(args.dataset, root)
+    encoder = ImageEncoder(model, pretrained or None, device=args.device,
+                           batch_size=args.batch_size or profile.encoder.batch_size)
+    start = time.perf_counter()
+    features = encoder.encode(paths, ids, cache_dir=Path(args.cache_dir), progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    weights = "random init" if features.meta["random_init"] else f"pretrained ({pretrained})"
+    print(f"{len(ids)} images → pooled {features.pooled.shape}, tokens {features.tokens.shape}; "
+          f"CLIP weights: {weights}; cache {'hit' if features.meta.get('cache_hit') else 'written'}"
+          f" in {args.cache_dir} ({seconds:.1f} s)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Speed figures as JSON: simulation time per profile and feature images/s."""
+    import torch
+
+    from .data.simulated import config_for_profile, simulate_dataset
+    from .encoders import benchmark_features
+
+    results: dict = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available(),
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "torch_threads": torch.get_num_threads()},
+        "simulation": {}, "features": [],
+    }
+    for profile in args.profiles:
+        config = config_for_profile(profile)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            simulate_dataset(Path(tmp) / "sim", config, progress=False)
+            seconds = time.perf_counter() - start
+        results["simulation"][profile] = {
+            "seconds": round(seconds, 2), "subjects": config.size.n_subjects,
+            "train_images": config.size.n_train_images,
+            "test_images": config.size.n_test_concepts,
+        }
+        print(f"simulate {profile}: {seconds:.1f} s", file=sys.stderr)
+    for profile in args.profiles:
+        encoder = get_profile(profile).encoder
+        result = benchmark_features(encoder.model, encoder.pretrained if args.pretrained else None,
+                                    n_images=args.n_images, batch_size=encoder.batch_size,
+                                    device=args.device)
+        results["features"].append(result)
+        print(f"features {encoder.model}: {result['images_per_s']:.1f} images/s", file=sys.stderr)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    from .book import build_book
+
+    return build_book(Path(args.book_root))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="write the built-in simulated dataset (THINGS format)",
+                       description="Simulate THINGS-shaped EEG (or MEG) from procedural images "
+                                   "through an MNE forward model, written in the THINGS-EEG2 "
+                                   "(or THINGS-MEG) file format. Reruns resume; finished "
+                                   "subjects are never rewritten.")
+    _add_profile(p)
+    p.add_argument("--out", help="output folder (default: data/simulated/<profile>)")
+    p.add_argument("--subjects", type=int, nargs="+", help="subject numbers (default: all of the profile)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
+    p.add_argument("--modality", choices=["eeg", "meg"], default="eeg",
+                   help="eeg: THINGS-EEG2 format, 17 channels, 100 Hz; meg: THINGS-MEG format, "
+                        "CTF-275 helmet, 200 Hz (default: %(default)s)")
+    p.add_argument("--subject-variability", type=float, default=1.0,
+                   help="scale of between-subject differences, 0 = identical (default: %(default)s)")
+    p.add_argument("--trial-snr", type=float, default=0.05,
+                   help="single-trial SNR of the image-specific response (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("features", help="extract and cache CLIP image features",
+                       description="Encode every image of a dataset with an open_clip model and "
+                                   "cache pooled embeddings + token sequences on disk, keyed by "
+                                   "encoder, weights digest and image list.")
+    _add_profile(p)
+    p.add_argument("--dataset", choices=["simulated", "things-eeg2"], default="simulated")
+    p.add_argument("--root", help="dataset folder (default: data/simulated/<profile>)")
+    p.add_argument("--model", help="open_clip architecture (default: the profile's)")
+    p.add_argument("--pretrained",
+                   help="weights: an open_clip tag (needs the hub), a local checkpoint file, "
+                        "'local-dir:/folder', or '' for random init (default: the profile's)")
+    p.add_argument("--cache-dir", default="cache/features", help="default: %(default)s")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("bench", help="print speed figures (simulation, feature extraction) as JSON")
+    p.add_argument("--profiles", nargs="+", choices=sorted(PROFILES), default=["ci", "default"])
+    p.add_argument("--n-images", type=int, default=64, help="images per feature timing")
+    p.add_argument("--pretrained", action="store_true",
+                   help="time with the profile's pretrained weights instead of random init")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--output", help="also write the JSON to this file")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("book", help="build the HTML book (jupyter-book) from what is in book/")
+    p.add_argument("--book-root", default=".", help="folder holding _config.yml (default: .)")
+    p.set_defaults(func=cmd_book)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Pretrained tags would otherwise hang ~30 s on the unreachable hub before failing.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)

@@ -1,0 +1,91 @@
+"""Run profiles: how big the built-in dataset is and which image encoder runs.
+
+``ci`` is for the test suite and nbmake (seconds), ``default`` is the README's main command
+(minutes on 2 CPU cores), ``paper`` is for users with THINGS data, pretrained weights and a
+GPU. Profiles are plain frozen dataclasses so a notebook can print exactly what ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class SimulationSize:
+    """Sizes of the built-in simulated dataset (THINGS-EEG2-like layout).
+
+    Training and test concepts are disjoint, as in THINGS-EEG2 (1654 training concepts ×
+    10 images × 4 repetitions; 200 test concepts × 1 image × 80 repetitions).
+    """
+
+    n_subjects: int
+    n_train_concepts: int
+    n_train_images_per_concept: int
+    n_test_concepts: int
+    n_train_reps: int = 4
+    n_test_reps: int = 80
+    image_size: int = 224
+
+    @property
+    def n_train_images(self) -> int:
+        return self.n_train_concepts * self.n_train_images_per_concept
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """An open_clip image encoder: architecture name and weights.
+
+    ``pretrained`` is ``None`` (random init, the only option offline here), an open_clip
+    tag such as ``'openai'`` (needs the hub), a local checkpoint path, or
+    ``'local-dir:/path'``.
+    """
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = None
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    simulation: SimulationSize
+    encoder: EncoderConfig
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_encoder(self, **changes) -> "Profile":
+        return replace(self, encoder=replace(self.encoder, **changes))
+
+
+# The tiny encoder architecture is registered from encoder_configs/ (see analysis.encoders).
+CI_ENCODER = "i2b-tiny-vit"
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        "ci",
+        SimulationSize(n_subjects=2, n_train_concepts=60, n_train_images_per_concept=2,
+                       n_test_concepts=40, n_train_reps=4, n_test_reps=16),
+        EncoderConfig(model=CI_ENCODER, pretrained=None, batch_size=64),
+    ),
+    "default": Profile(
+        "default",
+        SimulationSize(n_subjects=3, n_train_concepts=370, n_train_images_per_concept=4,
+                       n_test_concepts=200, n_train_reps=4, n_test_reps=40),
+        EncoderConfig(model="ViT-B-32", pretrained=None, batch_size=32),
+    ),
+    "paper": Profile(
+        "paper",
+        SimulationSize(n_subjects=10, n_train_concepts=370, n_train_images_per_concept=10,
+                       n_test_concepts=200, n_train_reps=4, n_test_reps=80),
+        EncoderConfig(model="ViT-L-14", pretrained="openai", batch_size=64),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """Look a profile up by name, with an error that lists the valid names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile '{name}'; choose one of {sorted(PROFILES)}") from None

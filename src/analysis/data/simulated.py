@@ -1,0 +1,657 @@
+"""The built-in simulated dataset: THINGS-shaped EEG/MEG with a known ground truth.
+
+How one subject's data arise
+----------------------------
+1. **Sources.** Nine equivalent current dipoles in regions of the visual hierarchy:
+   early visual (left/right), colour-selective ventral occipital (L/R), lateral occipital
+   (L/R), ventral temporal (L/R) and medial parietal. Each carries ERP-like components
+   whose amplitude and latency are functions of the image attributes
+   (:mod:`analysis.data.images`), see :func:`source_waveforms`.
+2. **Head.** An MNE spherical head model fitted to the ``colin27_1005`` positions of the
+   recorded channels (or a CTF-275-like helmet of point magnetometers for MEG) turns
+   dipole moments into sensor signals with :func:`mne.make_forward_dipole`.
+3. **Subjects** differ by dipole position / orientation, per-region latency and gain, and
+   noise level, all scaled by one ``subject_variability`` factor (0 = identical subjects).
+4. **Trial noise** that looks like EEG: background brain activity (many random dipoles
+   with 1/f spectra, spatially correlated through the same forward model), occipital
+   alpha bursts with random phase, and white sensor noise, scaled to a target
+   single-trial signal-to-noise ratio of the image-specific response.
+5. **Files.** Everything is written in the THINGS-EEG2 (or THINGS-MEG) file format and
+   read back by the real loaders, plus the noiseless mean responses so the true ceiling
+   on any fidelity metric is known exactly.
+
+Everything is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mne
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import SimulationSize, get_profile
+from . import images as stimuli
+from .contract import EpochedDataset, format_error
+from .things_eeg2 import atomic_write, load_things_eeg2, write_image_metadata, write_things_eeg2
+from .things_meg import load_things_meg, write_things_meg
+
+logger = logging.getLogger(__name__)
+
+#: The 17 posterior channels of THINGS-EEG2's official preprocessing, in file order.
+THINGS_EEG2_CHANNELS = ("Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P5",
+                        "PO7", "PO3", "POz", "PO4", "PO8", "P6", "P2")
+
+# Stream ids for independent random streams derived from one seed (see _rng).
+_STIMULI, _CODES, _GEOMETRY, _NOISE_SOURCES, _TRAIN_NOISE, _TEST_NOISE = range(6)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A dipolar source: where it sits and which response components it carries."""
+
+    name: str
+    hemisphere: str  # "left", "right" or "midline"
+    position: tuple[float, float, float]  # offset from the sphere centre, in inner-skull radii
+
+
+#: Positions are in the head frame (x right, y anterior, z up) relative to the centre of
+#: the fitted sphere, as fractions of the inner-skull radius (so any head size works).
+REGIONS = (
+    Region("early_visual", "left", (-0.12, -0.78, 0.05)),
+    Region("early_visual", "right", (0.12, -0.78, 0.05)),
+    Region("ventral_occipital", "left", (-0.30, -0.68, -0.22)),
+    Region("ventral_occipital", "right", (0.30, -0.68, -0.22)),
+    Region("lateral_occipital", "left", (-0.58, -0.52, 0.0)),
+    Region("lateral_occipital", "right", (0.58, -0.52, 0.0)),
+    Region("ventral_temporal", "left", (-0.50, -0.30, -0.38)),
+    Region("ventral_temporal", "right", (0.50, -0.30, -0.38)),
+    Region("parietal", "midline", (0.0, -0.45, 0.55)),
+)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that determines the dataset's content (hashed into its identity).
+
+    ``trial_snr`` is the single-trial ratio of image-specific signal variance (the
+    noiseless responses minus their mean over images) to noise variance, averaged over
+    channels and times. THINGS-EEG2-like reliabilities arise around 0.02–0.1.
+    """
+
+    size: SimulationSize
+    seed: int = 0
+    modality: str = "eeg"  # "eeg" (THINGS-EEG2 format) or "meg" (THINGS-MEG format)
+    subject_variability: float = 1.0
+    trial_snr: float = 0.05
+    dipole_moment_nAm: float = 20.0
+
+    def identity(self) -> str:
+        """Hash of the content-defining settings, excluding the number of subjects.
+
+        Subjects can be added to an existing dataset later; everything else must match.
+        """
+        content = asdict(self)
+        content["size"].pop("n_subjects")
+        blob = json.dumps(content, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def sfreq(self) -> float:
+        return 100.0 if self.modality == "eeg" else 200.0
+
+    @property
+    def times(self) -> np.ndarray:
+        """-0.2…0.79 s at 100 Hz (THINGS-EEG2) or -0.1…1.3 s at 200 Hz (THINGS-MEG)."""
+        if self.modality == "eeg":
+            return np.round(np.arange(-20, 80) / 100.0, 6)
+        return np.round(np.arange(-20, 261) / 200.0, 6)
+
+
+@dataclass
+class SubjectModel:
+    """One simulated subject's head: sources, per-region timing and gain, noise level.
+
+    Attributes
+    ----------
+    positions, orientations : ndarray, shape (n_regions, 3)
+        Dipole positions (m, head frame) and unit orientations.
+    latency_shift_s, gain : ndarray, shape (n_regions,)
+        Added to every component latency (seconds); multiplies every component amplitude.
+    noise_scale : float
+        Multiplies the trial noise after the SNR calibration.
+    lead_field : ndarray, shape (n_channels, n_regions)
+        Sensor signal per unit dipole moment (V/(A·m) for EEG, T/(A·m) for MEG).
+    noise_lead_field : ndarray, shape (n_channels, n_noise_sources)
+        The same for the background-noise dipoles.
+    alpha_sources : ndarray of int
+        Indices of the noise dipoles that carry alpha oscillations (the occipital ones).
+    """
+
+    subject: int
+    positions: np.ndarray
+    orientations: np.ndarray
+    latency_shift_s: np.ndarray
+    gain: np.ndarray
+    noise_scale: float
+    lead_field: np.ndarray
+    noise_lead_field: np.ndarray
+    alpha_sources: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    """An independent random stream for (seed, stream...), stable across versions."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
+
+
+# --------------------------------------------------------------------------- sensors
+
+
+def make_info(modality: str, sfreq: float) -> mne.Info:
+    """Sensor description: THINGS-EEG2's 17 channels on colin27_1005, or a CTF-275-like helmet.
+
+    The MEG helmet places one radial point magnetometer per channel of MNE's 2-D
+    ``CTF-275`` layout on a 12 cm sphere above the head (the layout is an azimuthal
+    projection, so its radius maps to the angle from the vertex).
+    """
+    if modality == "eeg":
+        info = mne.create_info(list(THINGS_EEG2_CHANNELS), sfreq, "eeg")
+        info.set_montage(mne.channels.make_standard_montage("colin27_1005"))
+        return info
+    if modality != "meg":
+        raise ValueError(f"modality must be 'eeg' or 'meg', got '{modality}'")
+    layout = mne.channels.read_layout("CTF-275")
+    names = [n.split("-")[0] for n in layout.names]
+    xy = layout.pos[:, :2] + layout.pos[:, 2:4] / 2  # box centres
+    xy = xy - xy.mean(axis=0)
+    rho = np.hypot(xy[:, 0], xy[:, 1])
+    elevation = rho / rho.max() * np.deg2rad(115)  # angle from the vertex
+    azimuth = np.arctan2(xy[:, 1], xy[:, 0])
+    normals = np.column_stack([np.sin(elevation) * np.cos(azimuth),
+                               np.sin(elevation) * np.sin(azimuth), np.cos(elevation)])
+    centre = np.array([0.0, 0.0, 0.04])
+    info = mne.create_info(names, sfreq, "mag")
+    with info._unlock():
+        for ch, normal in zip(info["chs"], normals):
+            ex = np.cross([0.0, 0.0, 1.0], normal)
+            ex = ex / np.linalg.norm(ex) if np.linalg.norm(ex) > 1e-6 else np.array([1.0, 0, 0])
+            ey = np.cross(normal, ex)
+            ch["loc"][:12] = np.concatenate([centre + 0.12 * normal, ex, ey, normal])
+            ch["coil_type"] = mne.io.constants.FIFF.FIFFV_COIL_POINT_MAGNETOMETER
+        # Sensor positions are given in head coordinates already: identity device→head.
+        info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
+    return info
+
+
+def _sphere(info: mne.Info, modality: str) -> mne.bem.ConductorModel:
+    if modality == "eeg":
+        return mne.make_sphere_model(r0="auto", head_radius="auto", info=info, verbose=False)
+    return mne.make_sphere_model(r0=(0.0, 0.0, 0.04), head_radius=0.09, verbose=False)
+
+
+def _lead_field(positions: np.ndarray, orientations: np.ndarray, sphere, info: mne.Info) -> np.ndarray:
+    """Sensor gain of fixed-orientation dipoles, shape (n_channels, n_dipoles)."""
+    n = len(positions)
+    dipoles = mne.Dipole(np.arange(n, dtype=float), positions, np.ones(n), orientations,
+                         np.ones(n))
+    fwd, _ = mne.make_forward_dipole(dipoles, sphere, info, verbose=False)
+    return fwd["sol"]["data"].astype(np.float64)
+
+
+def _random_rotation(vectors: np.ndarray, sd_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """Tilt each unit vector by a normally distributed angle about a random perpendicular axis."""
+    out = []
+    for v in vectors:
+        axis = np.cross(v, rng.standard_normal(3))
+        axis /= np.linalg.norm(axis)
+        angle = np.deg2rad(rng.normal(0.0, sd_deg))
+        # Rodrigues' rotation formula (axis ⟂ v, so the v·axis term vanishes).
+        out.append(v * np.cos(angle) + np.cross(axis, v) * np.sin(angle))
+    return np.array(out)
+
+
+#: Spread of the per-subject variation at subject_variability = 1.
+VARIATION = {"position_m": 0.005, "orientation_deg": 15.0, "latency_s": 0.008,
+             "log_gain": 0.15, "log_noise": 0.15}
+N_NOISE_SOURCES = 40
+
+
+def make_subject(config: SimulationConfig, subject: int, info: mne.Info) -> SubjectModel:
+    """Draw one subject's head and sources (deterministic in seed and subject)."""
+    sphere = _sphere(info, config.modality)
+    r0 = np.asarray(sphere["r0"])
+    inner = sphere["layers"][0]["rad"] if sphere["layers"] else 0.08
+    # Canonical (group) geometry: shared by all subjects, drawn from the dataset seed.
+    canonical = _rng(config.seed, _GEOMETRY)
+    base_pos = r0 + inner * np.array([r.position for r in REGIONS])
+    radial = (base_pos - r0) / np.linalg.norm(base_pos - r0, axis=1, keepdims=True)
+    # Mix radial and tangential so that both EEG and MEG (blind to radial dipoles) see them.
+    tangential = np.cross(radial, canonical.standard_normal((len(REGIONS), 3)))
+    tangential /= np.linalg.norm(tangential, axis=1, keepdims=True)
+    base_ori = 0.6 * radial + 0.8 * tangential
+
+    k = config.subject_variability
+    rng = _rng(config.seed, _GEOMETRY, subject)
+    positions = base_pos + rng.normal(0, VARIATION["position_m"] * k, base_pos.shape)
+    # Large variability must not push a dipole out of the brain (MNE refuses those).
+    offset = positions - r0
+    norm = np.linalg.norm(offset, axis=1, keepdims=True)
+    positions = r0 + offset * np.minimum(1.0, 0.85 * inner / norm)
+    orientations = _random_rotation(base_ori, VARIATION["orientation_deg"] * k, rng)
+    latency = rng.normal(0, VARIATION["latency_s"] * k, len(REGIONS))
+    gain = np.exp(rng.normal(0, VARIATION["log_gain"] * k, len(REGIONS)))
+    noise_scale = float(np.exp(rng.normal(0, VARIATION["log_noise"] * k)))
+
+    # Background noise dipoles: uniform in a ball of 0.8 inner radii, random orientation.
+    noise_rng = _rng(config.seed, _NOISE_SOURCES, subject)
+    direction = noise_rng.standard_normal((N_NOISE_SOURCES, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    radius = 0.8 * inner * noise_rng.uniform(0, 1, (N_NOISE_SOURCES, 1)) ** (1 / 3)
+    noise_pos = r0 + direction * radius
+    noise_ori = noise_rng.standard_normal((N_NOISE_SOURCES, 3))
+    noise_ori /= np.linalg.norm(noise_ori, axis=1, keepdims=True)
+    alpha = np.flatnonzero(noise_pos[:, 1] - r0[1] < -0.3 * inner)  # occipital ones
+
+    return SubjectModel(
+        subject=subject, positions=positions, orientations=orientations,
+        latency_shift_s=latency, gain=gain, noise_scale=noise_scale,
+        lead_field=_lead_field(positions, orientations, sphere, info),
+        noise_lead_field=_lead_field(noise_pos, noise_ori, sphere, info),
+        alpha_sources=alpha,
+    )
+
+
+# --------------------------------------------------------------------------- responses
+
+
+@dataclass(frozen=True)
+class AttributeCodes:
+    """Fixed (per dataset seed) response signatures of the categorical attributes.
+
+    Each maps a category to a weight per hemisphere ``(left, right)``: how strongly that
+    shape / hue / texture drives the region carrying the code. They play the role of the
+    unknown, category-specific tuning of real visual cortex.
+    """
+
+    shape: dict[str, np.ndarray]
+    hue: dict[str, np.ndarray]
+    texture: dict[str, np.ndarray]
+
+    @classmethod
+    def draw(cls, seed: int) -> "AttributeCodes":
+        rng = _rng(seed, _CODES)
+        return cls(
+            shape={s: rng.normal(0, 0.6, 2) for s in stimuli.SHAPES},
+            hue={h: rng.normal(0, 0.6, 2) for h in stimuli.HUES},
+            texture={t: rng.normal(0, 0.5, 2) for t in stimuli.TEXTURES},
+        )
+
+
+def _bump(times: np.ndarray, latency: np.ndarray, width: float) -> np.ndarray:
+    """Gaussian component peaking at ``latency`` (per image), shape (n_images, n_times)."""
+    return np.exp(-0.5 * ((times[None, :] - latency[:, None]) / width) ** 2)
+
+
+def source_waveforms(attributes: pd.DataFrame, times: np.ndarray, codes: AttributeCodes,
+                     latency_shift_s: np.ndarray | None = None,
+                     gain: np.ndarray | None = None) -> np.ndarray:
+    """Noiseless dipole moments of every region for every image, in units of the nominal moment.
+
+    Which attribute drives which region (the simulation's ground truth):
+
+    - early visual: P1 at ~100 ms (and a following N1 at ~150 ms) scaled by contrast and
+      size; the hemisphere opposite the stimulus responds more (contralateral field);
+      the upper field flips the first component's polarity (like the C1); latency grows
+      with lower contrast and higher spatial frequency;
+    - ventral occipital: colour- and texture-specific components at ~140 / 130 ms;
+    - lateral occipital: shape-specific N1 at ~170 ms, weakened and delayed by clutter;
+    - ventral temporal: N170-like component larger for curved shapes, plus shape code;
+    - parietal: P300-like component at ~350 ms, larger for curved shapes and larger
+      stimuli, smaller with clutter.
+
+    Returns
+    -------
+    ndarray, shape (n_images, n_regions, n_times)
+    """
+    n_img, n_t = len(attributes), len(times)
+    shift = np.zeros(len(REGIONS)) if latency_shift_s is None else latency_shift_s
+    gain = np.ones(len(REGIONS)) if gain is None else gain
+    a = {c: attributes[c].to_numpy() for c in attributes.columns}
+    curved = a["curved"].astype(float)
+    out = np.zeros((n_img, len(REGIONS), n_t))
+    for i, region in enumerate(REGIONS):
+        side = {"left": 0, "right": 1}.get(region.hemisphere, 0)
+        lat = shift[i]
+        if region.name == "early_visual":
+            contralateral = 1.0 + (2.5 if side == 0 else -2.5) * a["x"]  # right field → left V1
+            amp = a["contrast"] * (0.5 + 2.0 * a["size"]) * contralateral
+            latency = 0.095 + 0.03 * (1 - a["contrast"]) + 0.002 * (a["spatial_frequency"] - 7)
+            c1_sign = 1.0 - 4.0 * a["y"]  # upper field (y > 0) weakens / flips the first peak
+            out[:, i] = (amp * c1_sign)[:, None] * _bump(times, latency + lat, 0.018)
+            out[:, i] -= (0.7 * amp)[:, None] * _bump(times, latency + 0.055 + lat, 0.025)
+        elif region.name == "ventral_occipital":
+            hue = np.array([codes.hue[h][side] for h in a["hue"]])
+            tex = np.array([codes.texture[t][side] for t in a["texture"]])
+            out[:, i] = (hue * a["contrast"])[:, None] * _bump(times, np.full(n_img, 0.14 + lat), 0.025)
+            out[:, i] += tex[:, None] * _bump(times, np.full(n_img, 0.13 + lat), 0.02)
+        elif region.name == "lateral_occipital":
+            shape = np.array([codes.shape[s][side] for s in a["shape"]])
+            amp = -(0.8 + shape) * (1 - 0.5 * a["clutter"])
+            out[:, i] = amp[:, None] * _bump(times, 0.17 + 0.02 * a["clutter"] + lat, 0.03)
+        elif region.name == "ventral_temporal":
+            shape = np.array([codes.shape[s][1 - side] for s in a["shape"]])
+            amp = -(0.5 + 0.8 * curved + 0.5 * shape)
+            out[:, i] = amp[:, None] * _bump(times, np.full(n_img, 0.18 + lat), 0.03)
+        elif region.name == "parietal":
+            amp = 0.6 + 0.8 * curved + 1.5 * (a["size"] - 0.28) - 0.6 * a["clutter"]
+            out[:, i] = amp[:, None] * _bump(times, np.full(n_img, 0.35 + lat), 0.08)
+        out[:, i] *= gain[i]
+    return out
+
+
+def noiseless_responses(attributes: pd.DataFrame, subject: SubjectModel, config: SimulationConfig,
+                        codes: AttributeCodes) -> np.ndarray:
+    """Sensor-level mean responses, shape (n_images, n_channels, n_times), in µV or fT."""
+    moments = source_waveforms(attributes, config.times, codes, subject.latency_shift_s,
+                               subject.gain) * config.dipole_moment_nAm * 1e-9  # A·m
+    sensors = np.einsum("cr,irt->ict", subject.lead_field, moments)
+    return (sensors * _unit_scale(config.modality)).astype(np.float32)
+
+
+def _unit_scale(modality: str) -> float:
+    """Volts → µV for EEG; tesla → fT for MEG (numbers of order one either way)."""
+    return 1e6 if modality == "eeg" else 1e15
+
+
+def _pink_noise(rng: np.random.Generator, shape: tuple[int, ...], sfreq: float) -> np.ndarray:
+    """Gaussian noise with a 1/f power spectrum along the last axis, unit variance."""
+    n = shape[-1]
+    spectrum = rng.standard_normal(shape[:-1] + (n // 2 + 1,)) + 1j * rng.standard_normal(
+        shape[:-1] + (n // 2 + 1,))
+    freqs = np.fft.rfftfreq(n, 1 / sfreq)
+    freqs[0] = freqs[1]
+    signal = np.fft.irfft(spectrum / np.sqrt(freqs), n=n, axis=-1)
+    return signal / signal.std(axis=-1, keepdims=True)
+
+
+def trial_noise(rng: np.random.Generator, n_trials: int, subject: SubjectModel,
+                sfreq: float, times: np.ndarray) -> np.ndarray:
+    """Unscaled EEG-like noise for ``n_trials`` epochs, shape (n_trials, n_channels, n_times).
+
+    Background (1/f) dipoles + occipital alpha (8–12 Hz, random phase and amplitude) are
+    projected through the subject's forward model, so noise is spatially correlated like
+    real EEG; white sensor noise is added on top.
+    """
+    n_src = subject.noise_lead_field.shape[1]
+    sources = _pink_noise(rng, (n_trials, n_src, len(times)), sfreq)
+    if len(subject.alpha_sources):
+        freq = rng.uniform(8, 12, (n_trials, len(subject.alpha_sources), 1))
+        phase = rng.uniform(0, 2 * np.pi, freq.shape)
+        amplitude = rng.gamma(2.0, 1.0, freq.shape)
+        sources[:, subject.alpha_sources] += amplitude * np.sin(2 * np.pi * freq * times + phase)
+    brain = np.einsum("cs,nst->nct", subject.noise_lead_field, sources)
+    brain /= brain.std()
+    sensor = 0.3 * rng.standard_normal(brain.shape)
+    return brain + sensor
+
+
+def noise_std_for_snr(noiseless: np.ndarray, trial_snr: float) -> float:
+    """Noise standard deviation giving the requested image-specific single-trial SNR.
+
+    Parameters
+    ----------
+    noiseless : ndarray, shape (n_images, n_channels, n_times)
+    trial_snr : float
+        Variance of ``noiseless - noiseless.mean(axis=0)`` over noise variance.
+    """
+    specific = noiseless - noiseless.mean(axis=0, keepdims=True)
+    return float(np.sqrt(specific.var() / trial_snr))
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def simulate_subject(config: SimulationConfig, subject: int, train_attrs: pd.DataFrame,
+                     test_attrs: pd.DataFrame, info: mne.Info, codes: AttributeCodes,
+                     progress: bool = False) -> dict[str, np.ndarray]:
+    """Trials and noiseless means for one subject.
+
+    Returns
+    -------
+    dict with ``train``/``test`` float32 (n_images, n_reps, n_channels, n_times) and
+    ``train_noiseless``/``test_noiseless`` (n_images, n_channels, n_times).
+    """
+    model = make_subject(config, subject, info)
+    size = config.size
+    out: dict[str, np.ndarray] = {}
+    noiseless = {name: noiseless_responses(attrs, model, config, codes)
+                 for name, attrs in (("train", train_attrs), ("test", test_attrs))}
+    # One noise level per subject, calibrated on all its images, then jittered per subject.
+    noise_std = noise_std_for_snr(np.concatenate(list(noiseless.values())), config.trial_snr)
+    noise_std *= model.noise_scale
+    reps = {"train": size.n_train_reps if config.modality == "eeg" else 1,
+            "test": size.n_test_reps}
+    streams = {"train": _TRAIN_NOISE, "test": _TEST_NOISE}
+    for name in ("train", "test"):
+        mean = noiseless[name]
+        n_img, n_ch, n_t = mean.shape
+        trials = np.empty((n_img, reps[name], n_ch, n_t), np.float32)
+        rng = _rng(config.seed, streams[name], subject)
+        chunk = max(1, 4096 // reps[name])
+        for start in tqdm(range(0, n_img, chunk), disable=not progress, leave=False,
+                          desc=f"sub-{subject:02d} {name} trials"):
+            stop = min(start + chunk, n_img)
+            noise = trial_noise(rng, (stop - start) * reps[name], model, config.sfreq,
+                                config.times)
+            noise = noise.reshape(stop - start, reps[name], n_ch, n_t) * noise_std
+            trials[start:stop] = mean[start:stop, None] + noise
+        out[name] = trials
+        out[f"{name}_noiseless"] = mean
+    return out
+
+
+def _save_npy(path: Path, array: np.ndarray, *, overwrite: bool = False) -> None:
+    atomic_write(path, lambda fh: np.save(fh, array), overwrite=overwrite)
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode()), overwrite=True)
+
+
+def _write_images(attrs: pd.DataFrame, folder: Path, image_size: int, progress: bool) -> None:
+    """Render every stimulus into ``folder/<concept>/<file>`` (skips files already there)."""
+    for _, row in tqdm(attrs.iterrows(), total=len(attrs), disable=not progress,
+                       desc=f"rendering {folder.name}", leave=False):
+        path = folder / row["concept"] / row["file"]
+        if path.is_file():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = Image.fromarray(stimuli.render_image(row, image_size))
+        atomic_write(path, lambda fh: pixels.save(fh, format="JPEG", quality=92))
+
+
+def draw_stimuli(config: SimulationConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and test image attributes (shared by all subjects, as in THINGS)."""
+    rng = _rng(config.seed, _STIMULI)
+    size = config.size
+    train_c, test_c = stimuli.split_concepts(size.n_train_concepts, size.n_test_concepts, rng)
+    train = stimuli.sample_attributes(train_c, size.n_train_images_per_concept, rng, "s")
+    test = stimuli.sample_attributes(test_c, 1, rng, "s")
+    return train, test
+
+
+def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[int] | None = None,
+                     progress: bool = True) -> Path:
+    """Write the simulated dataset under ``root`` in the THINGS-EEG2 (or THINGS-MEG) format.
+
+    Layout (EEG): ``image_set/{image_metadata.npy, image_attributes.csv, training_images/,
+    test_images/}``, ``preprocessed_data/sub-XX/preprocessed_eeg_{training,test}.npy``,
+    ``simulation/sub-XX/noiseless_{training,test}.npy`` and ``simulation.json``.
+    MEG: ``derivatives/preprocessed/preprocessed_P{n}-epo.fif`` instead of
+    ``preprocessed_data``.
+
+    Finished subjects are never rewritten: rerunning resumes, and adding subjects to an
+    existing root works as long as every other setting is the same.
+
+    Raises
+    ------
+    FileExistsError
+        If ``root`` holds a dataset simulated with different settings.
+    """
+    root = Path(root)
+    subjects = subjects or list(range(1, config.size.n_subjects + 1))
+    manifest_path = root / "simulation.json"
+    manifest = {}
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("identity") != config.identity():
+            raise FileExistsError(
+                f"{root} already holds a simulated dataset with other settings "
+                f"(identity {manifest.get('identity')} vs {config.identity()}); "
+                "choose another output folder or delete that one"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    image_root = root / "image_set"
+    train_attrs, test_attrs = draw_stimuli(config)
+    _write_images(train_attrs, image_root / "training_images", config.size.image_size, progress)
+    _write_images(test_attrs, image_root / "test_images", config.size.image_size, progress)
+    attrs_path = image_root / "image_attributes.csv"
+    if not attrs_path.is_file():
+        table = pd.concat([train_attrs.assign(split="train"), test_attrs.assign(split="test")])
+        _write_text(attrs_path, table.to_csv(index=False))
+    if not (image_root / "image_metadata.npy").is_file():
+        write_image_metadata(image_root, list(train_attrs["concept"]), list(train_attrs["file"]),
+                             list(test_attrs["concept"]), list(test_attrs["file"]))
+
+    info = make_info(config.modality, config.sfreq)
+    codes = AttributeCodes.draw(config.seed)
+    done = set(manifest.get("subjects", []))
+    for subject in tqdm(subjects, desc="simulating subjects", disable=not progress):
+        noiseless_dir = root / "simulation" / f"sub-{subject:02d}"
+        if subject in done and noiseless_dir.is_dir():
+            continue
+        data = simulate_subject(config, subject, train_attrs, test_attrs, info, codes, progress)
+        noiseless_dir.mkdir(parents=True, exist_ok=True)
+        # A subject missing from the manifest was interrupted: its partial files are redone.
+        _save_npy(noiseless_dir / "noiseless_training.npy", data["train_noiseless"], overwrite=True)
+        _save_npy(noiseless_dir / "noiseless_test.npy", data["test_noiseless"], overwrite=True)
+        if config.modality == "eeg":
+            write_things_eeg2(root, subject, train_signals=data["train"],
+                              test_signals=data["test"], ch_names=info["ch_names"],
+                              times=config.times, overwrite=True)
+        else:
+            write_things_meg(root, subject, _meg_epochs(data, info, config, train_attrs, test_attrs),
+                             overwrite=True)
+        done.add(subject)
+        # The manifest is updated after each finished subject, so an interrupted run resumes.
+        manifest = {
+            "identity": config.identity(),
+            "config": asdict(config),
+            "subjects": sorted(done),
+            "units": "µV" if config.modality == "eeg" else "fT",
+            "image_set_folder": "image_set",
+            "versions": {"image2brain": __version__, "mne": mne.__version__,
+                         "numpy": np.__version__, "python": platform.python_version()},
+        }
+        _write_text(manifest_path, json.dumps(manifest, indent=2))
+    return root
+
+
+def _meg_epochs(data: dict, info: mne.Info, config: SimulationConfig, train_attrs: pd.DataFrame,
+                test_attrs: pd.DataFrame) -> mne.EpochsArray:
+    """Arrange simulated trials as THINGS-MEG epochs: one event code per image.
+
+    Training images appear once, test images ``n_test_reps`` times, interleaved in random
+    order; a few catch trials (event 999999) are added, as in the real recordings.
+    """
+    rng = _rng(config.seed, _TEST_NOISE, 999)
+    trials, codes, paths, concepts = [], [], [], []
+    for offset, (name, attrs, folder) in enumerate(
+            (("train", train_attrs, "training_images"), ("test", test_attrs, "test_images"))):
+        signals = data[name]
+        for i, row in enumerate(attrs.itertuples()):
+            for r in range(signals.shape[1]):
+                trials.append(signals[i, r])
+                codes.append(offset * 100000 + i + 1)
+                paths.append(f"image_set/{folder}/{row.concept}/{row.file}")
+                concepts.append(row.concept)
+    n_catch = max(2, len(trials) // 50)
+    for _ in range(n_catch):
+        trials.append(trials[int(rng.integers(len(trials)))] * 0)
+        codes.append(999999)
+        paths.append("")
+        concepts.append("catch")
+    order = rng.permutation(len(trials))
+    x = np.stack(trials)[order] / _unit_scale("meg")  # back to tesla, as MNE stores it
+    events = np.column_stack([np.arange(len(order)) * 300, np.zeros(len(order), int),
+                              np.asarray(codes)[order]])
+    metadata = pd.DataFrame({"image_path": np.asarray(paths)[order],
+                             "concept": np.asarray(concepts)[order]})
+    event_id = {str(c): int(c) for c in np.unique(events[:, 2])}
+    return mne.EpochsArray(x, info, events=events, tmin=config.times[0], event_id=event_id,
+                           metadata=metadata, verbose=False)
+
+
+def load_simulated(root: str | Path, subject: int) -> EpochedDataset:
+    """Load one subject of the built-in dataset through the real THINGS loader.
+
+    Adds what only a simulation can know: the noiseless mean responses, the image
+    attributes table and the simulation settings (``meta['simulation']``).
+    """
+    root = Path(root)
+    manifest_path = root / "simulation.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} not found: {root} is not a simulated dataset "
+            "(create one with `python -m analysis simulate`)"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if subject not in manifest["subjects"]:
+        raise format_error(manifest_path, "subjects", f"subject {subject} to be simulated",
+                           f"subjects {manifest['subjects']}")
+    if manifest["config"]["modality"] == "eeg":
+        dataset = load_things_eeg2(root, subject)
+    else:
+        dataset = load_things_meg(root, subject, n_test_reps=manifest["config"]["size"]["n_test_reps"],
+                                  images_root=root)
+    noiseless_dir = root / "simulation" / f"sub-{subject:02d}"
+    attributes = pd.read_csv(root / "image_set" / "image_attributes.csv")
+    noiseless = {}
+    for name, split, file in (("train", dataset.train, "noiseless_training.npy"),
+                              ("test", dataset.test, "noiseless_test.npy")):
+        # Saved in attribute-table order; align to the order the loader returned.
+        table = attributes[attributes["split"] == name].reset_index(drop=True)
+        row_of = {image_id: i for i, image_id in enumerate(table["image_id"])}
+        missing = [i for i in split.image_ids if i not in row_of]
+        if missing:
+            raise format_error(noiseless_dir / file, "image_id",
+                               "every loaded image in image_attributes.csv",
+                               f"{len(missing)} unknown ids, e.g. {missing[:3]}")
+        noiseless[name] = np.load(noiseless_dir / file)[[row_of[i] for i in split.image_ids]]
+    units = manifest["units"]
+    scale = 1.0 if manifest["config"]["modality"] == "eeg" else _unit_scale("meg")
+    dataset.train.signals = dataset.train.signals * np.float32(scale)
+    dataset.test.signals = dataset.test.signals * np.float32(scale)
+    meta = dict(dataset.meta)
+    meta.update(dataset="simulated", subject=subject, units=units,
+                preprocessing=("simulated with an MNE spherical forward model; not whitened; "
+                               f"single-trial SNR {manifest['config']['trial_snr']}"),
+                simulation=manifest["config"], identity=manifest["identity"],
+                image_attributes=str(root / "image_set" / "image_attributes.csv"),
+                noiseless_source=str(noiseless_dir))
+    return EpochedDataset(train=dataset.train, test=dataset.test, info=dataset.info,
+                          times=dataset.times, meta=meta, noiseless=noiseless)
+
+
+def config_for_profile(profile: str, **overrides) -> SimulationConfig:
+    """The simulation settings of a run profile, with optional overrides (seed, modality, …)."""
+    return SimulationConfig(size=get_profile(profile).simulation, **overrides)

@@ -1,0 +1,255 @@
+"""The built-in simulated dataset: determinism, format round trip, and its ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.config import SimulationSize
+from analysis.data import images as stimuli
+from analysis.data import simulated as sim
+from analysis.data.things_eeg2 import load_things_eeg2
+
+TINY = SimulationSize(n_subjects=2, n_train_concepts=8, n_train_images_per_concept=2,
+                      n_test_concepts=10, n_train_reps=2, n_test_reps=32, image_size=64)
+
+
+def tiny_config(**overrides) -> sim.SimulationConfig:
+    return sim.SimulationConfig(size=TINY, **overrides)
+
+
+@pytest.fixture(scope="module")
+def eeg_info():
+    return sim.make_info("eeg", 100.0)
+
+
+@pytest.fixture(scope="module")
+def stimuli_tables():
+    return sim.draw_stimuli(tiny_config())
+
+
+def simulate(config, subject, stimuli_tables, info):
+    train, test = stimuli_tables
+    return sim.simulate_subject(config, subject, train, test, info,
+                                sim.AttributeCodes.draw(config.seed))
+
+
+def corr(a, b):
+    return np.corrcoef(np.ravel(a), np.ravel(b))[0, 1]
+
+
+def check_average_matches_truth(trials, noiseless, tolerance):
+    """The trial average must correlate with the noiseless mean, image by image, as well as
+    sqrt(S / (S + N/n)) predicts for its image-specific part; a wrong image order gives ~0."""
+    specific = noiseless - noiseless.mean(axis=0)
+    average = trials.mean(axis=1)
+    noise_var = (trials - noiseless[:, None]).var() / trials.shape[1]
+    expected = np.sqrt(specific.var() / (specific.var() + noise_var))
+    assert corr(average - average.mean(axis=0), specific) == pytest.approx(expected, abs=tolerance)
+
+
+# ------------------------------------------------------------------ stimuli
+
+
+def test_train_and_test_concepts_are_disjoint_and_200_test_concepts_fit():
+    rng = np.random.default_rng(0)
+    train, test = stimuli.split_concepts(370, 200, rng)
+    assert len(test) == 200 and len(train) == 370
+    assert not {c.name for c in train} & {c.name for c in test}
+
+
+def test_asking_for_too_many_concepts_names_the_limit():
+    with pytest.raises(ValueError, match="only 576"):
+        stimuli.split_concepts(500, 200, np.random.default_rng(0))
+
+
+def test_rendering_is_deterministic_and_reflects_attributes():
+    rng = np.random.default_rng(1)
+    table = stimuli.sample_attributes([stimuli.Concept("circle", "red", "solid")], 1, rng, "s")
+    row = table.iloc[0].copy()
+    row.update({"x": 0.0, "y": 0.0, "clutter": 0.0, "contrast": 1.0, "size": 0.3})
+    image = stimuli.render_image(row, 64)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, stimuli.render_image(row, 64))
+    centre, corner = image[32, 32], image[1, 1]
+    assert centre[0] > centre[2] + 100  # a red figure…
+    np.testing.assert_allclose(corner, 128, atol=1)  # …on mid-grey, uncluttered background
+    low = stimuli.render_image({**row, "contrast": 0.25}, 64)
+    assert np.abs(low[32, 32].astype(int) - 128).max() < np.abs(centre.astype(int) - 128).max()
+
+
+# ------------------------------------------------------------------ responses and noise
+
+
+def test_simulation_is_deterministic_given_the_seed(stimuli_tables, eeg_info):
+    a = simulate(tiny_config(seed=3), 1, stimuli_tables, eeg_info)
+    b = simulate(tiny_config(seed=3), 1, stimuli_tables, eeg_info)
+    c = simulate(tiny_config(seed=4), 1, stimuli_tables, eeg_info)
+    for key in ("train", "test", "test_noiseless"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.allclose(a["test"], c["test"])
+
+
+def test_shapes_and_dtypes(stimuli_tables, eeg_info):
+    out = simulate(tiny_config(), 1, stimuli_tables, eeg_info)
+    assert out["train"].shape == (16, 2, 17, 100)
+    assert out["test"].shape == (10, 32, 17, 100)
+    assert out["test_noiseless"].shape == (10, 17, 100)
+    assert out["train"].dtype == np.float32 and np.isfinite(out["train"]).all()
+
+
+def test_repetitions_average_toward_the_noiseless_mean(stimuli_tables, eeg_info):
+    out = simulate(tiny_config(), 1, stimuli_tables, eeg_info)
+    truth = out["test_noiseless"][:, None]
+    noise = out["test"] - truth
+    # Independent trial noise: the error of an n-trial average falls like 1/n in power.
+    mse = {n: float((noise[:, :n].mean(axis=1) ** 2).mean()) for n in (1, 4, 16, 32)}
+    for n in (4, 16, 32):
+        assert mse[1] / mse[n] == pytest.approx(n, rel=0.35)
+    # …and the average correlates with the truth as sqrt(S / (S + N/n)) predicts.
+    signal_var, noise_var = out["test_noiseless"].var(), noise.var() / 32
+    expected = np.sqrt(signal_var / (signal_var + noise_var))
+    assert corr(out["test"].mean(axis=1), out["test_noiseless"]) == pytest.approx(expected, abs=0.03)
+
+
+def test_noise_is_calibrated_to_the_requested_snr(stimuli_tables, eeg_info):
+    config = tiny_config(trial_snr=0.2, subject_variability=0.0)  # noise_scale = 1
+    out = simulate(config, 1, stimuli_tables, eeg_info)
+    noiseless = np.concatenate([out["train_noiseless"], out["test_noiseless"]])
+    specific = noiseless - noiseless.mean(axis=0)
+    noise = out["test"] - out["test_noiseless"][:, None]
+    assert specific.var() / noise.var() == pytest.approx(0.2, rel=0.1)
+
+
+def test_noise_is_spatially_correlated_and_has_a_falling_spectrum(eeg_info):
+    config = tiny_config()
+    subject = sim.make_subject(config, 1, eeg_info)
+    noise = sim.trial_noise(np.random.default_rng(0), 400, subject, 100.0, config.times)
+    channel_corr = np.corrcoef(noise.transpose(1, 0, 2).reshape(17, -1))
+    assert np.abs(channel_corr[np.triu_indices(17, 1)]).mean() > 0.2  # volume conduction
+    power = (np.abs(np.fft.rfft(noise, axis=-1)) ** 2).mean(axis=(0, 1))
+    freqs = np.fft.rfftfreq(100, 0.01)
+    assert power[(freqs >= 2) & (freqs <= 4)].mean() > 2 * power[(freqs >= 30) & (freqs <= 45)].mean()
+    alpha, beta = power[(freqs >= 9) & (freqs <= 11)].mean(), power[(freqs >= 14) & (freqs <= 16)].mean()
+    assert alpha > beta  # an alpha bump on top of 1/f
+
+
+REGION_NAMES = np.array([r.name for r in sim.REGIONS])
+
+
+def _changed_regions(base: pd.DataFrame, **change) -> set[str]:
+    times = tiny_config().times
+    codes = sim.AttributeCodes.draw(0)
+    changed = base.copy()
+    for column, value in change.items():
+        changed[column] = value
+    delta = np.abs(sim.source_waveforms(changed, times, codes)
+                   - sim.source_waveforms(base, times, codes)).max(axis=(0, 2))
+    return set(REGION_NAMES[delta > 1e-9])
+
+
+@pytest.mark.parametrize("change, regions", [
+    ({"contrast": 0.3}, {"early_visual", "ventral_occipital"}),  # colour signal scales with contrast
+    ({"x": 0.15}, {"early_visual"}),
+    ({"hue": "blue"}, {"ventral_occipital"}),
+    ({"texture": "striped"}, {"ventral_occipital"}),
+    ({"shape": "square", "curved": False},
+     {"lateral_occipital", "ventral_temporal", "parietal"}),
+    ({"clutter": 0.9}, {"lateral_occipital", "parietal"}),
+])
+def test_attribute_changes_move_the_response_only_in_their_regions(change, regions):
+    base = pd.DataFrame([{"shape": "circle", "curved": True, "hue": "red", "texture": "solid",
+                          "size": 0.3, "x": 0.0, "y": 0.0, "spatial_frequency": 6.0,
+                          "contrast": 0.8, "clutter": 0.1, "rotation": 0.0}])
+    assert _changed_regions(base, **change) == regions
+
+
+def test_a_region_change_reaches_the_sensors_through_its_lead_field(stimuli_tables, eeg_info):
+    config = tiny_config()
+    subject = sim.make_subject(config, 1, eeg_info)
+    codes = sim.AttributeCodes.draw(0)
+    train, _ = stimuli_tables
+    base = train.iloc[:1].copy()
+    moved = base.assign(x=-0.2)  # left visual field → right early visual cortex responds more
+    delta = (sim.noiseless_responses(moved, subject, config, codes)
+             - sim.noiseless_responses(base, subject, config, codes))[0]
+    early = np.flatnonzero(REGION_NAMES == "early_visual")
+    spatial = np.linalg.svd(delta, full_matrices=False)[0][:, :2]  # ≤ 2 sources changed
+    residual = subject.lead_field[:, early] - spatial @ (spatial.T @ subject.lead_field[:, early])
+    assert np.linalg.norm(residual) < 1e-6 * np.linalg.norm(subject.lead_field[:, early])
+
+
+def test_subjects_differ_by_the_configured_amount(stimuli_tables, eeg_info):
+    similarity = {}
+    for variability in (0.0, 0.5, 2.0):
+        config = tiny_config(subject_variability=variability)
+        s1 = simulate(config, 1, stimuli_tables, eeg_info)["test_noiseless"]
+        s2 = simulate(config, 2, stimuli_tables, eeg_info)["test_noiseless"]
+        similarity[variability] = corr(s1, s2)
+    assert similarity[0.0] == pytest.approx(1.0, abs=1e-6)  # identical heads and sources
+    assert 1.0 > similarity[0.5] > similarity[2.0]
+
+
+# ------------------------------------------------------------------ files on disk
+
+
+@pytest.fixture(scope="module")
+def eeg_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim") / "eeg"
+    sim.simulate_dataset(root, tiny_config(), progress=False)
+    return root
+
+
+def test_dataset_is_written_in_the_things_eeg2_format(eeg_root):
+    dataset = load_things_eeg2(eeg_root, 1)  # the real loader, nothing simulation-specific
+    assert dataset.train.signals.shape == (16, 2, 17, 100)
+    assert dataset.test.signals.shape == (10, 32, 17, 100)
+    assert dataset.meta["variant"] == "official-17ch-100Hz"
+    assert dataset.ch_names == list(sim.THINGS_EEG2_CHANNELS)
+    assert all(p.is_file() for p in dataset.test.image_paths)
+
+
+def test_load_simulated_adds_noiseless_means_and_settings(eeg_root):
+    dataset = sim.load_simulated(eeg_root, 2)
+    assert dataset.meta["dataset"] == "simulated" and dataset.meta["units"] == "µV"
+    assert dataset.noiseless["test"].shape == (10, 17, 100)
+    check_average_matches_truth(dataset.test.signals, dataset.noiseless["test"], 0.05)
+    attributes = pd.read_csv(dataset.meta["image_attributes"])
+    assert list(attributes.query("split == 'test'")["image_id"]) == dataset.test.image_ids
+
+
+def test_rerun_resumes_without_rewriting_and_adds_subjects(eeg_root):
+    data_file = eeg_root / "preprocessed_data" / "sub-01" / "preprocessed_eeg_training.npy"
+    before = data_file.stat().st_mtime_ns
+    sim.simulate_dataset(eeg_root, tiny_config(), subjects=[1, 2, 3], progress=False)
+    assert data_file.stat().st_mtime_ns == before
+    assert json.loads((eeg_root / "simulation.json").read_text())["subjects"] == [1, 2, 3]
+    assert sim.load_simulated(eeg_root, 3).train.signals.shape == (16, 2, 17, 100)
+
+
+def test_other_settings_in_an_existing_root_are_refused(eeg_root):
+    with pytest.raises(FileExistsError, match="other settings"):
+        sim.simulate_dataset(eeg_root, tiny_config(seed=9), progress=False)
+
+
+def test_loading_an_unsimulated_subject_names_the_manifest(eeg_root):
+    with pytest.raises(ValueError, match=r"simulation\.json.*subjects.*subject 7"):
+        sim.load_simulated(eeg_root, 7)
+
+
+def test_meg_option_writes_things_meg_epochs(tmp_path):
+    size = SimulationSize(n_subjects=1, n_train_concepts=4, n_train_images_per_concept=2,
+                          n_test_concepts=5, n_test_reps=3, image_size=32)
+    config = sim.SimulationConfig(size=size, modality="meg")
+    sim.simulate_dataset(tmp_path, config, progress=False)
+    assert (tmp_path / "derivatives" / "preprocessed" / "preprocessed_P1-epo.fif").is_file()
+    dataset = sim.load_simulated(tmp_path, 1)
+    assert dataset.train.signals.shape == (8, 1, 275, 281)  # MEG: each training image once
+    assert dataset.test.signals.shape == (5, 3, 275, 281)
+    assert dataset.sfreq == 200.0 and dataset.meta["units"] == "fT"
+    assert dataset.ch_names[0].startswith("M")
+    # The loader's image order (by event code) is matched to the saved noiseless means.
+    check_average_matches_truth(dataset.test.signals, dataset.noiseless["test"], 0.1)
