@@ -56,3 +56,18 @@ def test_simulate_ci_profile_writes_a_dataset_the_loader_reads(tmp_path, capsys)
 def test_features_on_a_missing_root_names_the_metadata_file(tmp_path):
     with pytest.raises(DataFormatError, match="image_metadata.npy"):
         main(["features", "--root", str(tmp_path / "nowhere"), "--quiet"])
+
+
+def test_features_reports_random_init_and_reuses_its_cache(tmp_path, capsys):
+    root, cache = tmp_path / "sim", tmp_path / "cache"
+    main(["simulate", "--profile", "ci", "--out", str(root), "--subjects", "1", "--quiet"])
+    args = ["features", "--profile", "ci", "--root", str(root), "--cache-dir", str(cache), "--quiet"]
+    with pytest.warns(UserWarning, match="random init"):
+        assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "160 images" in first and "CLIP weights: random init" in first
+    assert "cache written" in first
+    with pytest.warns(UserWarning, match="random init"):
+        main(args)
+    assert "cache hit" in capsys.readouterr().out
+    assert len(list(cache.glob("*.npz"))) == 1
