@@ -1,0 +1,98 @@
+"""Baselines that every generator is compared against, with the same interface.
+
+- :class:`RidgeEncoder`: the field's linear encoding model (Gifford et al. 2022, BERG):
+  ridge regression from the image embedding to every channel × time of the
+  repetition-averaged response, the penalty chosen by efficient leave-one-out
+  cross-validation (scikit-learn's ``RidgeCV``, one alpha per output).
+- :class:`MeanResponse`: predicts the training grand-average response for every image; any
+  model worth having must beat it on image-specific metrics.
+
+Both are fit on training images and ``predict(pooled) -> (n_images, n_channels, n_times)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+DEFAULT_ALPHAS = np.logspace(-1, 6, 22)
+
+
+def _check_xy(features: np.ndarray, responses: np.ndarray | None = None) -> None:
+    if features.ndim != 2:
+        raise ValueError(f"features: expected shape (n_images, embed_dim), found {features.shape}")
+    if responses is not None:
+        if responses.ndim != 3:
+            raise ValueError("responses: expected shape (n_images, n_channels, n_times), "
+                             f"found {responses.shape}")
+        if len(responses) != len(features):
+            raise ValueError(f"features has {len(features)} images but responses has "
+                             f"{len(responses)}")
+
+
+class RidgeEncoder:
+    """Linear encoding model: standardised image embedding → channel × time response.
+
+    Parameters
+    ----------
+    alphas : array-like
+        Candidate penalties; the best per output (channel × time) is chosen by efficient
+        leave-one-out CV on the training images (``RidgeCV(alpha_per_target=True)``).
+    """
+
+    name = "ridge"
+
+    def __init__(self, alphas: np.ndarray = DEFAULT_ALPHAS):
+        self.alphas = np.asarray(alphas, dtype=float)
+        self.pipeline = None
+        self.shape: tuple[int, int] | None = None
+
+    def fit(self, features: np.ndarray, responses: np.ndarray) -> "RidgeEncoder":
+        """Fit on training images.
+
+        Parameters
+        ----------
+        features : ndarray, shape (n_images, embed_dim)
+        responses : ndarray, shape (n_images, n_channels, n_times)
+            Repetition-averaged training responses.
+        """
+        _check_xy(features, responses)
+        self.shape = responses.shape[1:]
+        self.pipeline = make_pipeline(
+            StandardScaler(), RidgeCV(alphas=self.alphas, alpha_per_target=True))
+        self.pipeline.fit(features, responses.reshape(len(responses), -1))
+        return self
+
+    @property
+    def alpha_(self) -> np.ndarray:
+        """Chosen penalty per channel × time, shape (n_channels, n_times)."""
+        return self.pipeline[-1].alpha_.reshape(self.shape)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Predicted responses, shape (n_images, n_channels, n_times)."""
+        if self.pipeline is None:
+            raise RuntimeError("RidgeEncoder.predict called before fit")
+        _check_xy(features)
+        return self.pipeline.predict(features).reshape(len(features), *self.shape).astype(np.float32)
+
+
+class MeanResponse:
+    """Predicts the training grand-average response for every image."""
+
+    name = "train_mean"
+
+    def __init__(self):
+        self.mean_: np.ndarray | None = None
+
+    def fit(self, features: np.ndarray, responses: np.ndarray) -> "MeanResponse":
+        _check_xy(features, responses)
+        self.mean_ = responses.mean(axis=0).astype(np.float32)
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if self.mean_ is None:
+            raise RuntimeError("MeanResponse.predict called before fit")
+        _check_xy(features)
+        return np.broadcast_to(self.mean_, (len(features), *self.mean_.shape)).copy()
