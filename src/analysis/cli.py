@@ -91,6 +91,59 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_for_model(args: argparse.Namespace):
+    """Profile, dataset and features for the train / generate commands."""
+    from . import pipeline
+
+    profile = get_profile(args.profile)
+    if args.model or args.pretrained is not None:
+        profile = profile.with_encoder(model=args.model or profile.encoder.model,
+                                       pretrained=args.pretrained or None)
+    root = Path(args.root) if args.root else default_data_root(args.profile)
+    dataset = pipeline.load_dataset(args.dataset, root, args.subject)
+    features = pipeline.dataset_features(dataset, profile.encoder, args.cache_dir,
+                                         device=args.device, progress=not args.quiet)
+    return profile, dataset, features
+
+
+def _train(args: argparse.Namespace, profile, dataset, features):
+    from . import pipeline
+
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return pipeline.train_generator(dataset, features, args.conditioning, profile,
+                                    args.checkpoints, device=args.device,
+                                    progress=not args.quiet, **overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    profile, dataset, features = _load_for_model(args)
+    trained = _train(args, profile, dataset, features)
+    if int(os.environ.get("RANK", "0")) == 0:
+        action = "loaded (already trained)" if trained.loaded else "trained"
+        print(f"{action}: {trained.conditioning} generator for {dataset.meta['dataset']} "
+              f"sub-{dataset.meta['subject']}, {len(trained.losses)} epochs, final loss "
+              f"{trained.losses[-1]:.4f}; checkpoint {trained.path}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    profile, dataset, features = _load_for_model(args)
+    trained = _train(args, profile, dataset, features)
+    changes = {k: v for k, v in (("method", args.method), ("steps", args.steps),
+                                 ("guidance_scale", args.guidance),
+                                 ("n_samples", args.n_samples)) if v is not None}
+    sampling = pipeline.with_sampling(profile, **changes)
+    signals = pipeline.generate_test_set(trained, dataset, features, sampling,
+                                         device=args.device, progress=not args.quiet)
+    print(f"generated {signals.shape} (images, samples, channels, times) → "
+          f"{trained.path.parent / pipeline.generated_name(sampling)}.npz")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Speed figures as JSON: simulation time per profile and feature images/s."""
     import torch
@@ -180,6 +233,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_features)
+
+    for name, helptext in (
+            ("train", "train (or load the finished checkpoint of) a diffusion generator"),
+            ("generate", "generate test-set signals (trains first if needed)")):
+        p = sub.add_parser(name, help=helptext,
+                           description=helptext + ". Checkpoints are keyed by a hash of data, "
+                           "encoder, model and training config; interrupted runs resume. "
+                           "Multi-GPU: torchrun --nproc_per_node=N -m analysis train ...")
+        _add_profile(p)
+        p.add_argument("--dataset", choices=["simulated", "things-eeg2", "things-meg"],
+                       default="simulated")
+        p.add_argument("--root", help="dataset folder (default: data/simulated/<profile>)")
+        p.add_argument("--subject", type=int, default=1)
+        p.add_argument("--conditioning", choices=["cross_attention", "concat", "none"],
+                       default="cross_attention")
+        p.add_argument("--epochs", type=int, help="override the profile's epochs")
+        p.add_argument("--seed", type=int, help="training seed (default: the profile's)")
+        p.add_argument("--model", help="open_clip architecture (default: the profile's)")
+        p.add_argument("--pretrained", help="CLIP weights (see `features --help`)")
+        p.add_argument("--cache-dir", default="cache/features")
+        p.add_argument("--checkpoints", default="checkpoints", help="default: %(default)s")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "generate":
+            p.add_argument("--method", choices=["ddim", "ddpm"])
+            p.add_argument("--steps", type=int, help="DDIM steps")
+            p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+            p.add_argument("--n-samples", type=int, help="samples per test image")
+        p.set_defaults(func=cmd_train if name == "train" else cmd_generate)
 
     p = sub.add_parser("bench", help="print speed figures (simulation, feature extraction) as JSON")
     p.add_argument("--profiles", nargs="+", choices=sorted(PROFILES), default=["ci", "default"])

@@ -7,7 +7,7 @@ GPU. Profiles are plain frozen dataclasses so a notebook can print exactly what 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,27 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class SamplingConfig:
+    """How test signals are generated: sampler, steps, guidance, samples per image."""
+
+    method: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 1.0
+    n_samples: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
+    """A run size. ``unet`` and ``train`` are keyword overrides for
+    :class:`analysis.models.unet1d.UNetConfig` and :class:`analysis.training.TrainConfig`."""
+
     name: str
     simulation: SimulationSize
     encoder: EncoderConfig
+    unet: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    sampling: SamplingConfig = SamplingConfig()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,18 +84,27 @@ PROFILES: dict[str, Profile] = {
         SimulationSize(n_subjects=2, n_train_concepts=60, n_train_images_per_concept=2,
                        n_test_concepts=40, n_train_reps=4, n_test_reps=16),
         EncoderConfig(model=CI_ENCODER, pretrained=None, batch_size=64),
+        unet=dict(base_channels=16, channel_mults=(1, 2), context_dim=32, concat_maps=8, heads=2),
+        train=dict(epochs=3, batch_size=32, warmup_steps=10),
+        sampling=SamplingConfig(steps=10, n_samples=2),
     ),
     "default": Profile(
         "default",
         SimulationSize(n_subjects=3, n_train_concepts=370, n_train_images_per_concept=4,
                        n_test_concepts=200, n_train_reps=4, n_test_reps=40),
         EncoderConfig(model="ViT-B-32", pretrained=None, batch_size=32),
+        unet=dict(base_channels=32, channel_mults=(1, 2, 2), context_dim=64, concat_maps=16),
+        train=dict(epochs=20, batch_size=64),
+        sampling=SamplingConfig(steps=50, n_samples=4),
     ),
     "paper": Profile(
         "paper",
         SimulationSize(n_subjects=10, n_train_concepts=370, n_train_images_per_concept=10,
                        n_test_concepts=200, n_train_reps=4, n_test_reps=80),
         EncoderConfig(model="ViT-L-14", pretrained="openai", batch_size=64),
+        unet=dict(base_channels=64, channel_mults=(1, 2, 4), context_dim=256, blocks_per_level=2),
+        train=dict(epochs=100, batch_size=256, lr=5e-4),
+        sampling=SamplingConfig(steps=100, n_samples=8),
     ),
 }
 

@@ -1,0 +1,824 @@
+"""The Gaussian diffusion process: noise schedules, training loss, DDPM/DDIM samplers,
+classifier-free guidance and EMA weights — everything except the network.
+
+The network and the process are kept apart (diffusers' model/scheduler split): the
+denoiser only maps ``(x_t, t, cond, drop_cond) -> prediction`` and knows nothing about
+schedules, so a sampler or schedule can be swapped without touching or retraining it. The
+one contract the network must honour is
+
+``model(x_t, t, cond=None, drop_cond=None) -> Tensor`` of the same shape as ``x_t``
+
+* ``x_t`` — noisy signals ``[batch, n_channels, n_times]`` (any rank ≥ 2 works here);
+* ``t`` — ``torch.long`` ``[batch]``, the step *index* in ``0 .. n_steps - 1`` (index 0 is
+  the least noisy step, ``n_steps - 1`` is almost pure noise);
+* ``cond`` — passed through untouched (``None`` for unconditional models); for guidance it
+  may be a tensor or a (nested) dict / list / tuple / dataclass of tensors whose first axis
+  is the batch;
+* ``drop_cond`` — ``torch.bool`` ``[batch]`` or ``None``: ``True`` means "ignore the
+  condition for this sample" (the unconditional branch of classifier-free guidance);
+* the output is ε (``prediction='eps'``) or v (``prediction='v'``).
+
+References
+----------
+* Ho, Jain & Abbeel (2020), *Denoising Diffusion Probabilistic Models* (DDPM): the forward
+  process ``q(x_t | x_0)``, the ε-prediction loss and ancestral sampling with the posterior
+  ``q(x_{t-1} | x_t, x_0)``; the linear schedule.
+* Nichol & Dhariwal (2021), *Improved Denoising Diffusion Probabilistic Models*: the cosine
+  schedule.
+* Song, Meng & Ermon (2021), *Denoising Diffusion Implicit Models* (DDIM): deterministic
+  (η = 0) sampling on any sub-sequence of steps.
+* Salimans & Ho (2022), *Progressive Distillation for Fast Sampling of Diffusion Models*:
+  the v-parameterisation ``v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0``.
+* Ho & Salimans (2022), *Classifier-Free Diffusion Guidance* (CFG): condition dropout in
+  training and ``out_u + w (out_c - out_u)`` at sampling time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+#: Valid values of ``GaussianDiffusion(prediction=...)``.
+PREDICTIONS = ("eps", "v")
+
+# A schedule whose last step keeps more signal than this is not "pure noise": sampling from
+# N(0, I) then starts off the distribution the network was trained on.
+_MAX_FINAL_ALPHA_CUMPROD = 1e-2
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """A discrete variance schedule ``β_0 .. β_{T-1}`` and the products derived from it.
+
+    All tensors are float64 on the CPU, shape ``(n_steps,)``; index ``t`` is the step the
+    network sees as ``t``. :class:`GaussianDiffusion` casts them to the inputs' device and
+    dtype when used. Build one with :func:`cosine_schedule`, :func:`linear_schedule` or
+    :meth:`from_betas`.
+
+    Attributes
+    ----------
+    betas : Tensor
+        ``β_t``, in ``(0, 1)``.
+    alphas : Tensor
+        ``α_t = 1 - β_t``.
+    alphas_cumprod : Tensor
+        ``ᾱ_t = ∏_{s≤t} α_s``: the signal variance kept at step ``t``.
+    alphas_cumprod_prev : Tensor
+        ``ᾱ_{t-1}``, with ``ᾱ_{-1} = 1`` (no noise before the first step).
+    sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod : Tensor
+        ``sqrt(ᾱ_t)`` and ``sqrt(1 - ᾱ_t)``: the signal and noise scales of ``x_t``.
+    """
+
+    betas: Tensor
+    alphas: Tensor
+    alphas_cumprod: Tensor
+    alphas_cumprod_prev: Tensor
+    sqrt_alphas_cumprod: Tensor
+    sqrt_one_minus_alphas_cumprod: Tensor
+
+    @classmethod
+    def from_betas(cls, betas: Tensor | Sequence[float]) -> NoiseSchedule:
+        """Derive every schedule tensor from ``betas`` (1-D, each in ``(0, 1)``).
+
+        Warns when ``ᾱ_{T-1} > 0.01``: the last step is then not close to pure noise, and
+        samplers that start from ``N(0, I)`` start off the training distribution.
+        """
+        betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu().clone()
+        if betas.ndim != 1 or betas.numel() < 1:
+            raise ValueError(f"betas must be a non-empty 1-D sequence, got shape {tuple(betas.shape)}")
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError(
+                f"betas must all lie in the open interval (0, 1), got min {betas.min().item():.3g} "
+                f"and max {betas.max().item():.3g}"
+            )
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        if alphas_cumprod[-1] > _MAX_FINAL_ALPHA_CUMPROD:
+            warnings.warn(
+                f"noise schedule ends at alphas_cumprod = {alphas_cumprod[-1].item():.3g} "
+                f"(> {_MAX_FINAL_ALPHA_CUMPROD}): the last of its {betas.numel()} steps is not "
+                "close to pure noise, so sampling from N(0, I) is biased; use more steps, larger "
+                "betas or the cosine schedule",
+                stacklevel=2,
+            )
+        alphas_cumprod_prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
+        return cls(
+            betas=betas,
+            alphas=alphas,
+            alphas_cumprod=alphas_cumprod,
+            alphas_cumprod_prev=alphas_cumprod_prev,
+            sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
+            sqrt_one_minus_alphas_cumprod=(1.0 - alphas_cumprod).sqrt(),
+        )
+
+    @property
+    def n_steps(self) -> int:
+        """Number of diffusion steps ``T``."""
+        return self.betas.numel()
+
+
+def _check_n_steps(n_steps: int) -> int:
+    if isinstance(n_steps, bool):
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    try:
+        n_steps = operator.index(n_steps)
+    except TypeError:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}") from None
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps}")
+    return n_steps
+
+
+def cosine_schedule(n_steps: int, s: float = 0.008) -> NoiseSchedule:
+    """The cosine schedule of Nichol & Dhariwal (2021).
+
+    ``ᾱ(t) = f(t) / f(0)`` with ``f(t) = cos²((t / T + s) / (1 + s) · π / 2)``, and
+    ``β_t = 1 - ᾱ(t + 1) / ᾱ(t)`` clipped at 0.999. It destroys information more evenly
+    over the steps than the linear schedule, and reaches (almost) pure noise for any ``T``.
+
+    Parameters
+    ----------
+    n_steps : int
+        Number of steps ``T`` (≥ 1).
+    s : float
+        Small offset that keeps ``β_0`` from being vanishingly small (paper: 0.008).
+
+    Returns
+    -------
+    NoiseSchedule
+    """
+    n_steps = _check_n_steps(n_steps)
+    if not s >= 0:
+        raise ValueError(f"s must be >= 0, got {s}")
+    steps = torch.arange(n_steps + 1, dtype=torch.float64) / n_steps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_cumprod = f / f[0]
+    # The clip stops the last β (which is exactly 1 since f(T) = 0) from zeroing every
+    # later ᾱ and making ε-prediction singular at t = T - 1 (Nichol & Dhariwal, sec. 3.2).
+    betas = (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(max=0.999)
+    return NoiseSchedule.from_betas(betas)
+
+
+def linear_schedule(n_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
+    """The linear schedule of Ho et al. (2020): ``β_t`` evenly spaced in ``[beta_start, beta_end]``.
+
+    The defaults are the paper's values for ``T = 1000``. With far fewer steps they leave a
+    lot of signal at the last step (a warning says so); scale both by ``1000 / n_steps``, as
+    Nichol & Dhariwal (2021) do, or use :func:`cosine_schedule`.
+
+    Parameters
+    ----------
+    n_steps : int
+        Number of steps ``T`` (≥ 1).
+    beta_start, beta_end : float
+        First and last ``β``, with ``0 < beta_start <= beta_end < 1``.
+
+    Returns
+    -------
+    NoiseSchedule
+    """
+    n_steps = _check_n_steps(n_steps)
+    if not 0 < beta_start <= beta_end < 1:
+        raise ValueError(
+            f"beta_start and beta_end must satisfy 0 < beta_start <= beta_end < 1, "
+            f"got beta_start={beta_start}, beta_end={beta_end}"
+        )
+    return NoiseSchedule.from_betas(torch.linspace(beta_start, beta_end, n_steps, dtype=torch.float64))
+
+
+#: Schedules by the name a run configuration uses.
+SCHEDULES: dict[str, Callable[[int], NoiseSchedule]] = {
+    "cosine": cosine_schedule,
+    "linear": linear_schedule,
+}
+
+
+def make_schedule(name: str, n_steps: int) -> NoiseSchedule:
+    """Build a schedule by name (``'cosine'`` or ``'linear'``) with its default parameters."""
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+    return SCHEDULES[name](n_steps)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device,
+           dtype: torch.dtype) -> Tensor:
+    """Standard normal noise drawn on the generator's device, then moved to ``device``.
+
+    Drawing where the generator lives lets a CPU generator seed GPU sampling, and makes a
+    seed give the same numbers on every device.
+    """
+    if generator is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    return torch.randn(tuple(shape), generator=generator, device=generator.device,
+                       dtype=dtype).to(device)
+
+
+def _model_device(model: Any) -> torch.device:
+    """Where ``model``'s first parameter or buffer lives; CPU for closures and empty modules."""
+    if isinstance(model, nn.Module):
+        for tensor in model.parameters():
+            return tensor.device
+        for tensor in model.buffers():
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _map_cond(cond: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """Apply ``fn`` to every tensor in a (nested) dict / list / tuple / dataclass ``cond``.
+
+    Other leaves (None, strings, numbers) are returned unchanged.
+    """
+    if isinstance(cond, Tensor):
+        return fn(cond)
+    if isinstance(cond, Mapping):
+        return type(cond)({key: _map_cond(value, fn) for key, value in cond.items()})
+    if isinstance(cond, tuple) and hasattr(cond, "_fields"):  # namedtuple
+        return type(cond)(*(_map_cond(value, fn) for value in cond))
+    if isinstance(cond, (list, tuple)):
+        return type(cond)(_map_cond(value, fn) for value in cond)
+    if dataclasses.is_dataclass(cond) and not isinstance(cond, type):
+        return dataclasses.replace(cond, **{
+            f.name: _map_cond(getattr(cond, f.name), fn) for f in dataclasses.fields(cond) if f.init
+        })
+    return cond
+
+
+def _check_cond_batch(cond: Any, batch: int) -> None:
+    def check(tensor: Tensor) -> Tensor:
+        if tensor.ndim == 0 or tensor.shape[0] != batch:
+            raise ValueError(
+                f"every tensor in cond must have the batch ({batch}) as its first axis, "
+                f"got a tensor of shape {tuple(tensor.shape)}"
+            )
+        return tensor
+
+    _map_cond(cond, check)
+
+
+def _check_drop_cond(drop_cond: Tensor | None, batch: int) -> None:
+    if drop_cond is None:
+        return
+    if not isinstance(drop_cond, Tensor) or drop_cond.dtype != torch.bool or tuple(drop_cond.shape) != (batch,):
+        found = (f"{drop_cond.dtype} tensor of shape {tuple(drop_cond.shape)}"
+                 if isinstance(drop_cond, Tensor) else type(drop_cond).__name__)
+        raise ValueError(f"drop_cond must be None or a torch.bool tensor of shape ({batch},), got {found}")
+
+
+def _check_guidance_scale(guidance_scale: float) -> None:
+    if not guidance_scale >= 0:  # also rejects NaN
+        raise ValueError(f"guidance_scale must be >= 0 (1 = conditional model alone, 0 = unconditional), "
+                         f"got {guidance_scale}")
+
+
+def _check_clip_x0(clip_x0: float | None) -> None:
+    if clip_x0 is not None and not clip_x0 > 0:
+        raise ValueError(f"clip_x0 must be None or > 0, got {clip_x0}")
+
+
+# --------------------------------------------------------------------------- diffusion
+
+
+class GaussianDiffusion:
+    """The DDPM forward process, its training loss, and DDPM / DDIM sampling.
+
+    A plain object, not an ``nn.Module``: it holds no trainable state, so it never appears
+    in a checkpoint or in ``model.parameters()``; its constants are cast to the device and
+    dtype of the inputs the first time they are needed there.
+
+    Parameters
+    ----------
+    schedule : NoiseSchedule
+        The variance schedule; ``schedule.n_steps`` is the number of training steps ``T``.
+    prediction : {'eps', 'v'}
+        What the network predicts: the noise ε (Ho et al. 2020) or
+        ``v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0`` (Salimans & Ho 2022). v stays well conditioned
+        at both ends of the schedule, where recovering ``x_0`` from ε divides by
+        ``sqrt(ᾱ) ≈ 0``.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, prediction: str = "eps") -> None:
+        if not isinstance(schedule, NoiseSchedule):
+            raise ValueError(f"schedule must be a NoiseSchedule (see cosine_schedule), "
+                             f"got {type(schedule).__name__}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.schedule = schedule
+        self.prediction = prediction
+        self.n_steps = schedule.n_steps
+        s = schedule
+        # Posterior q(x_{t-1} | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, β̃_t) (DDPM eq. 6-7).
+        self._constants: dict[str, Tensor] = {
+            "sqrt_alphas_cumprod": s.sqrt_alphas_cumprod,
+            "sqrt_one_minus_alphas_cumprod": s.sqrt_one_minus_alphas_cumprod,
+            "posterior_variance": s.betas * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod),
+            "posterior_coef_x0": s.betas * s.alphas_cumprod_prev.sqrt() / (1 - s.alphas_cumprod),
+            "posterior_coef_xt": (1 - s.alphas_cumprod_prev) * s.alphas.sqrt() / (1 - s.alphas_cumprod),
+        }
+        self._cast_cache: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
+
+    def __repr__(self) -> str:
+        return f"GaussianDiffusion(n_steps={self.n_steps}, prediction={self.prediction!r})"
+
+    # ------------------------------------------------------------------ constants
+
+    def _coef(self, name: str, t: Tensor, like: Tensor) -> Tensor:
+        """``constant[t]`` on ``like``'s device/dtype, shaped ``[B, 1, ...]`` to broadcast."""
+        key = (name, like.device, like.dtype)
+        if key not in self._cast_cache:
+            self._cast_cache[key] = self._constants[name].to(device=like.device, dtype=like.dtype)
+        values = self._cast_cache[key][t.to(like.device)]
+        return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def _check_t(self, t: Tensor | int, x: Tensor, name: str = "x_t") -> Tensor:
+        """Return ``t`` as a long tensor ``[B]`` (an int is broadcast over the batch)."""
+        if isinstance(t, int) and not isinstance(t, bool):
+            if not 0 <= t < self.n_steps:
+                raise ValueError(f"t must lie in 0..{self.n_steps - 1}, got {t}")
+            return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        if (not isinstance(t, Tensor) or t.dtype not in (torch.int64, torch.int32)
+                or tuple(t.shape) != (x.shape[0],)):
+            found = (f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, Tensor)
+                     else type(t).__name__)
+            raise ValueError(
+                f"t must be an integer tensor of shape ({x.shape[0]},) matching the batch of {name}, "
+                f"got {found}"
+            )
+        return t.long()
+
+    @staticmethod
+    def _check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+        if a.shape != b.shape:
+            raise ValueError(f"{name_b} must have the shape of {name_a} {tuple(a.shape)}, "
+                             f"got {tuple(b.shape)}")
+
+    # ------------------------------------------------------------------ forward process
+
+    def q_sample(self, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
+        """Draw ``x_t ~ q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I)`` (DDPM eq. 4).
+
+        Parameters
+        ----------
+        x0 : Tensor, shape (B, C, T)
+            Clean signals.
+        t : LongTensor, shape (B,), or int
+            Step indices in ``0 .. n_steps - 1``.
+        noise : Tensor, shape (B, C, T)
+            Standard normal noise ε.
+
+        Returns
+        -------
+        x_t : Tensor, shape (B, C, T)
+        """
+        self._check_same_shape(x0, noise, "x0", "noise")
+        t = self._check_t(t, x0, "x0")
+        return (self._coef("sqrt_alphas_cumprod", t, x0) * x0
+                + self._coef("sqrt_one_minus_alphas_cumprod", t, x0) * noise)
+
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        """What the network should output for ``x_t = q_sample(x0, t, noise)``.
+
+        Returns ``noise`` for ``prediction='eps'`` and
+        ``v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0`` for ``prediction='v'``; shape (B, C, T).
+        """
+        self._check_same_shape(x0, noise, "x0", "noise")
+        t = self._check_t(t, x0, "x0")
+        if self.prediction == "eps":
+            return noise
+        return (self._coef("sqrt_alphas_cumprod", t, x0) * noise
+                - self._coef("sqrt_one_minus_alphas_cumprod", t, x0) * x0)
+
+    def predict_x0_and_eps(self, model_out: Tensor, x_t: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
+        """Invert the parameterisation: the ``x_0`` and ε implied by a network output.
+
+        With ``a = sqrt(ᾱ_t)``, ``b = sqrt(1 - ᾱ_t)`` and ``x_t = a x_0 + b ε``:
+        ε-prediction gives ``x_0 = (x_t - b ε) / a``; v-prediction gives
+        ``x_0 = a x_t - b v`` and ``ε = b x_t + a v`` (since ``a² + b² = 1``).
+
+        Parameters
+        ----------
+        model_out : Tensor, shape (B, C, T)
+        x_t : Tensor, shape (B, C, T)
+        t : LongTensor, shape (B,), or int
+
+        Returns
+        -------
+        x0, eps : Tensor, shape (B, C, T)
+        """
+        self._check_same_shape(x_t, model_out, "x_t", "model_out")
+        t = self._check_t(t, x_t)
+        a = self._coef("sqrt_alphas_cumprod", t, x_t)
+        b = self._coef("sqrt_one_minus_alphas_cumprod", t, x_t)
+        if self.prediction == "eps":
+            return (x_t - b * model_out) / a, model_out
+        return a * x_t - b * model_out, b * x_t + a * model_out
+
+    # ------------------------------------------------------------------ training
+
+    def loss(
+        self,
+        model: Callable[..., Tensor],
+        x0: Tensor,
+        cond: Any = None,
+        drop_cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        cond_drop_prob: float = 0.0,
+        t: Tensor | None = None,
+        reduction: str = "mean",
+    ) -> Tensor:
+        """The denoising loss: MSE between the network output and :meth:`target`.
+
+        ``t`` is drawn uniformly from ``0 .. n_steps - 1`` per sample (the "simple" loss of
+        DDPM, sec. 3.4), then ``x_t = q_sample(x0, t, ε)`` with fresh ε.
+
+        Parameters
+        ----------
+        model : callable
+            The network, ``model(x_t, t, cond=..., drop_cond=...)``.
+        x0 : Tensor, shape (B, C, T)
+            Clean training signals.
+        cond : Any
+            The condition for ``model``, passed through unchanged.
+        drop_cond : BoolTensor, shape (B,), optional
+            Samples whose condition the model should ignore.
+        generator : torch.Generator, optional
+            Source of ``t``, ε and the dropout mask (in that order), for reproducibility.
+        cond_drop_prob : float
+            Probability of dropping each sample's condition (OR-ed with ``drop_cond``), which
+            trains the unconditional branch that classifier-free guidance needs (Ho &
+            Salimans 2022 use 0.1–0.2). Ignored when ``cond`` is None.
+        t : LongTensor, shape (B,), optional
+            Fixed steps instead of random ones (e.g. to trace the loss against ``t``).
+        reduction : {'mean', 'none'}
+            ``'mean'``: a scalar; ``'none'``: the per-sample loss, shape (B,), averaged over
+            every other axis.
+
+        Returns
+        -------
+        Tensor
+            Scalar, or shape (B,) with ``reduction='none'``.
+        """
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        if not 0 <= cond_drop_prob <= 1:
+            raise ValueError(f"cond_drop_prob must lie in [0, 1], got {cond_drop_prob}")
+        batch = x0.shape[0]
+        _check_drop_cond(drop_cond, batch)
+        draw_device = x0.device if generator is None else generator.device
+        if t is None:
+            t = torch.randint(0, self.n_steps, (batch,), generator=generator, device=draw_device)
+        t = self._check_t(t, x0, "x0").to(x0.device)
+        noise = _randn(x0.shape, generator, x0.device, x0.dtype)
+        if cond is not None and cond_drop_prob > 0:
+            dropped = (torch.rand((batch,), generator=generator, device=draw_device) < cond_drop_prob)
+            dropped = dropped.to(x0.device)
+            drop_cond = dropped if drop_cond is None else drop_cond | dropped
+        x_t = self.q_sample(x0, t, noise)
+        out = model(x_t, t, cond=cond, drop_cond=drop_cond)
+        self._check_same_shape(x_t, out, "x_t", "the model output")
+        per_sample = (out - self.target(x0, noise, t)).square().flatten(1).mean(dim=1)
+        return per_sample.mean() if reduction == "mean" else per_sample
+
+    # ------------------------------------------------------------------ guidance
+
+    def guided_output(
+        self,
+        model: Callable[..., Tensor],
+        x_t: Tensor,
+        t: Tensor | int,
+        cond: Any,
+        guidance_scale: float,
+        drop_cond: Tensor | None = None,
+    ) -> Tensor:
+        """The network output with classifier-free guidance (Ho & Salimans 2022).
+
+        ``out = out_u + w (out_c - out_u)``, where ``out_c`` is the conditional output
+        (with ``drop_cond`` applied) and ``out_u`` the output with every condition dropped.
+        Linear in the output, so it applies to ε and v alike.
+
+        * ``w = 1`` (or ``cond is None``): one conditional pass, no extra cost;
+        * ``w = 0``: one unconditional pass;
+        * otherwise both branches run as a single forward call on a doubled batch (inputs and
+          every tensor in ``cond`` concatenated along the batch axis), which is faster than
+          two calls on accelerators.
+
+        Parameters
+        ----------
+        model : callable
+            ``model(x_t, t, cond=..., drop_cond=...)``.
+        x_t : Tensor, shape (B, C, T)
+        t : LongTensor, shape (B,), or int
+        cond : Any
+            The condition (every tensor in it has the batch as first axis), or None.
+        guidance_scale : float
+            ``w ≥ 0``; ``w > 1`` strengthens the condition.
+        drop_cond : BoolTensor, shape (B,), optional
+            Samples that are unconditional even in the conditional branch (guidance then
+            has no effect on them).
+
+        Returns
+        -------
+        Tensor, shape (B, C, T)
+        """
+        _check_guidance_scale(guidance_scale)
+        batch = x_t.shape[0]
+        t = self._check_t(t, x_t)
+        _check_drop_cond(drop_cond, batch)
+        if cond is None or guidance_scale == 1:
+            out = model(x_t, t, cond=cond, drop_cond=drop_cond)
+        else:
+            _check_cond_batch(cond, batch)
+            all_dropped = torch.ones(batch, dtype=torch.bool, device=x_t.device)
+            if guidance_scale == 0:
+                out = model(x_t, t, cond=cond, drop_cond=all_dropped)
+            else:
+                drop_c = torch.zeros_like(all_dropped) if drop_cond is None else drop_cond.to(x_t.device)
+                out = model(
+                    torch.cat([x_t, x_t]),
+                    torch.cat([t, t]),
+                    cond=_map_cond(cond, lambda c: torch.cat([c, c])),
+                    drop_cond=torch.cat([drop_c, all_dropped]),
+                )
+                self._check_same_shape(torch.cat([x_t, x_t]), out, "the doubled x_t", "the model output")
+                out_c, out_u = out.chunk(2)
+                return out_u + guidance_scale * (out_c - out_u)
+        self._check_same_shape(x_t, out, "x_t", "the model output")
+        return out
+
+    # ------------------------------------------------------------------ sampling
+
+    def _prepare_sampling(self, model: Any, shape: Sequence[int], cond: Any, guidance_scale: float,
+                          clip_x0: float | None, x_T: Tensor | None, device: Any,
+                          generator: torch.Generator | None) -> Tensor:
+        """Validate the common sampler arguments and return the start noise ``x_T``."""
+        try:
+            shape = tuple(operator.index(n) for n in shape)
+        except TypeError:
+            raise ValueError(f"shape must be a sequence of positive integers, got {shape!r}") from None
+        if len(shape) < 2 or min(shape) < 1:
+            raise ValueError(f"shape must be (batch, n_channels, n_times) of positive integers, got {shape}")
+        _check_guidance_scale(guidance_scale)
+        _check_clip_x0(clip_x0)
+        if cond is not None:
+            _check_cond_batch(cond, shape[0])
+        if x_T is not None:
+            if tuple(x_T.shape) != shape:
+                raise ValueError(f"x_T must have the requested shape {shape}, got {tuple(x_T.shape)}")
+            return x_T if device is None else x_T.to(device)
+        device = _model_device(model) if device is None else torch.device(device)
+        return _randn(shape, generator, device, torch.float32)
+
+    def _x0_eps(self, model: Any, x: Tensor, step: int, cond: Any, guidance_scale: float,
+                clip_x0: float | None) -> tuple[Tensor, Tensor]:
+        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+        x0, eps = self.predict_x0_and_eps(self.guided_output(model, x, t, cond, guidance_scale), x, t)
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+            # Keep ε consistent with the clipped x_0 so DDIM's direction term matches it
+            # (as guided-diffusion does); DDPM's posterior mean only uses x_0 and x_t.
+            eps = (x - self.schedule.sqrt_alphas_cumprod[step].item() * x0) / \
+                self.schedule.sqrt_one_minus_alphas_cumprod[step].item()
+        return x0, eps
+
+    @torch.no_grad()
+    def ddpm_sample(
+        self,
+        model: Callable[..., Tensor],
+        shape: Sequence[int],
+        cond: Any = None,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        progress: bool = False,
+        clip_x0: float | None = None,
+        x_T: Tensor | None = None,
+    ) -> Tensor:
+        """Ancestral sampling over all ``n_steps`` steps (Ho et al. 2020, Algorithm 2).
+
+        Each step draws ``x_{t-1} ~ q(x_{t-1} | x_t, x̂_0)``, the Gaussian posterior with
+        variance ``β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)``, where ``x̂_0`` comes from the
+        (guided) network output. The last step (``t = 0``) returns the posterior mean, i.e.
+        ``x̂_0``, with no noise added. Put the network in ``eval()`` mode first.
+
+        Parameters
+        ----------
+        model : callable
+            ``model(x_t, t, cond=..., drop_cond=...)``.
+        shape : tuple of int
+            ``(batch, n_channels, n_times)`` of the samples.
+        cond : Any
+            Condition for the batch (tensors with the batch as first axis), or None.
+        guidance_scale : float
+            Classifier-free guidance weight ``w ≥ 0`` (see :meth:`guided_output`).
+        generator : torch.Generator, optional
+            Source of all noise (``x_T`` and every step), drawn on its own device.
+        device : str | torch.device, optional
+            Where to sample; default: ``x_T``'s device, else the model's, else CPU.
+        progress : bool
+            Show a tqdm progress bar.
+        clip_x0 : float, optional
+            Clamp each ``x̂_0`` to ``[-clip_x0, clip_x0]`` (for data with known bounds).
+        x_T : Tensor, shape ``shape``, optional
+            The start noise; its dtype sets the sampling dtype (default float32 noise).
+
+        Returns
+        -------
+        Tensor, shape ``shape``
+            The generated signals ``x_0``.
+        """
+        x = self._prepare_sampling(model, shape, cond, guidance_scale, clip_x0, x_T, device, generator)
+        coef_x0 = self._constants["posterior_coef_x0"]
+        coef_xt = self._constants["posterior_coef_xt"]
+        sigma = self._constants["posterior_variance"].sqrt()
+        for step in tqdm(range(self.n_steps - 1, -1, -1), desc="DDPM sampling", disable=not progress):
+            x0, _ = self._x0_eps(model, x, step, cond, guidance_scale, clip_x0)
+            mean = coef_x0[step].item() * x0 + coef_xt[step].item() * x
+            if step > 0:
+                x = mean + sigma[step].item() * _randn(x.shape, generator, x.device, x.dtype)
+            else:  # the last step returns the mean: adding noise to x_0 would only blur it
+                x = mean
+        return x
+
+    def ddim_timesteps(self, steps: int) -> list[int]:
+        """The step indices DDIM visits, from ``n_steps - 1`` down to 0, evenly spaced.
+
+        Always starting at ``n_steps - 1`` means sampling starts from (almost) pure noise,
+        the state the network was trained on (the "trailing"/linspace choice of Lin et al.
+        2024); ``steps = n_steps`` visits every step. ``steps = 1`` is ``[n_steps - 1]``.
+        """
+        try:
+            if isinstance(steps, bool):
+                raise TypeError
+            steps = operator.index(steps)
+        except TypeError:
+            raise ValueError(f"steps must be an integer in 1..{self.n_steps} (n_steps), got {steps!r}") from None
+        if not 1 <= steps <= self.n_steps:
+            raise ValueError(f"steps must be an integer in 1..{self.n_steps} (n_steps), got {steps}")
+        # Spacing (n_steps - 1) / (steps - 1) >= 1, so the rounded values are distinct.
+        grid = torch.linspace(self.n_steps - 1, 0, steps, dtype=torch.float64).round().long()
+        return grid.tolist()
+
+    @torch.no_grad()
+    def ddim_sample(
+        self,
+        model: Callable[..., Tensor],
+        shape: Sequence[int],
+        cond: Any = None,
+        steps: int = 50,
+        eta: float = 0.0,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        progress: bool = False,
+        clip_x0: float | None = None,
+        x_T: Tensor | None = None,
+    ) -> Tensor:
+        """DDIM sampling on ``steps`` of the ``n_steps`` steps (Song et al. 2021, eq. 12).
+
+        From step ``t`` to the previous visited step ``s`` (``ᾱ_{-1} = 1`` after the last):
+        ``x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z`` with
+        ``σ = η sqrt((1 - ᾱ_s) / (1 - ᾱ_t)) sqrt(1 - ᾱ_t / ᾱ_s)``. ``η = 0`` is
+        deterministic given ``x_T``; ``η = 1`` with ``steps = n_steps`` is DDPM sampling.
+        The same trained network serves any ``steps``. Put the network in ``eval()`` mode first.
+
+        Parameters
+        ----------
+        model, shape, cond, guidance_scale, generator, device, progress, clip_x0, x_T
+            As in :meth:`ddpm_sample`.
+        steps : int
+            Number of network evaluations (times two for guided batches), 1..n_steps; see
+            :meth:`ddim_timesteps`.
+        eta : float
+            Stochasticity ``η`` in ``[0, 1]``.
+
+        Returns
+        -------
+        Tensor, shape ``shape``
+            The generated signals ``x_0``.
+        """
+        timesteps = self.ddim_timesteps(steps)
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must lie in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
+        x = self._prepare_sampling(model, shape, cond, guidance_scale, clip_x0, x_T, device, generator)
+        alphas_cumprod = self.schedule.alphas_cumprod
+        previous = timesteps[1:] + [-1]
+        for step, prev in tqdm(list(zip(timesteps, previous)), desc="DDIM sampling", disable=not progress):
+            x0, eps = self._x0_eps(model, x, step, cond, guidance_scale, clip_x0)
+            a_t = alphas_cumprod[step].item()
+            a_prev = alphas_cumprod[prev].item() if prev >= 0 else 1.0
+            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+            # max(…, 0) guards against round-off; the term is >= 0 in exact arithmetic for η ≤ 1.
+            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
+            if sigma > 0:
+                x = x + sigma * _randn(x.shape, generator, x.device, x.dtype)
+        return x
+
+
+# --------------------------------------------------------------------------- EMA
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module behind DistributedDataParallel / DataParallel and ``torch.compile``."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+class EMA:
+    """Exponential moving average of a model's weights (parameters and buffers).
+
+    Sampling with averaged weights gives markedly better diffusion samples than the last
+    iterate (Ho et al. 2020 use decay 0.9999; Song & Ermon 2020). Each :meth:`update` sets
+    ``shadow ← d · shadow + (1 - d) · current`` for every floating-point tensor in the
+    model's ``state_dict``, with ``d = min(decay, (1 + n) / (10 + n))`` and ``n`` the number of
+    earlier updates: the warm-up keeps the random initial weights from dominating the
+    average early in training. Integer buffers (e.g. BatchNorm's ``num_batches_tracked``)
+    are copied. Models wrapped in DDP / DataParallel / ``torch.compile`` are unwrapped, so
+    keys never carry a ``module.`` prefix.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model whose weights to average; the shadow starts as a copy of them, on the
+        same device.
+    decay : float
+        The long-run decay, in ``[0, 1)``.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        if not 0 <= decay < 1:
+            raise ValueError(f"decay must lie in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.shadow: dict[str, Tensor] = {
+            name: tensor.detach().clone() for name, tensor in _unwrap(model).state_dict().items()
+        }
+
+    def _current(self, model: nn.Module) -> dict[str, Tensor]:
+        current = _unwrap(model).state_dict()
+        if current.keys() != self.shadow.keys():
+            missing = sorted(self.shadow.keys() - current.keys())
+            unexpected = sorted(current.keys() - self.shadow.keys())
+            raise ValueError(f"model does not match the EMA's weights: missing {missing}, "
+                             f"unexpected {unexpected}")
+        return current
+
+    @property
+    def current_decay(self) -> float:
+        """The decay the next :meth:`update` will use (warm-up included)."""
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Fold ``model``'s current weights into the average."""
+        decay = self.current_decay
+        for name, tensor in self._current(model).items():
+            shadow = self.shadow[name]
+            if shadow.device != tensor.device:  # the model was moved since the EMA was made
+                shadow = self.shadow[name] = shadow.to(tensor.device)
+            if shadow.is_floating_point():
+                shadow.lerp_(tensor.detach().to(shadow.dtype), 1 - decay)
+            else:
+                shadow.copy_(tensor)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite ``model``'s weights with the averaged ones (in place, any device)."""
+        for name, tensor in self._current(model).items():
+            tensor.copy_(self.shadow[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{'decay', 'num_updates', 'shadow'}`` for a checkpoint."""
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; the shadow tensors keep their current devices."""
+        missing = {"decay", "num_updates", "shadow"} - set(state)
+        if missing:
+            raise ValueError(f"EMA state is missing {sorted(missing)}")
+        shadow = state["shadow"]
+        if shadow.keys() != self.shadow.keys():
+            raise ValueError(
+                f"EMA state does not match this model: missing {sorted(self.shadow.keys() - shadow.keys())}, "
+                f"unexpected {sorted(shadow.keys() - self.shadow.keys())}"
+            )
+        self.decay = float(state["decay"])
+        self.num_updates = int(state["num_updates"])
+        self.shadow = {name: value.detach().clone().to(self.shadow[name].device)
+                       for name, value in shadow.items()}

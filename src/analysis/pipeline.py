@@ -1,0 +1,109 @@
+"""The steps a notebook or the CLI chains together, each one call.
+
+load a subject → features of its images (cached) → train or load a generator → generate
+the test set (saved next to the checkpoint). Every step records what it used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from .config import EncoderConfig, Profile, SamplingConfig
+from .data.contract import EpochedDataset
+from .encoders import ImageEncoder, ImageFeatures
+from .training import TrainConfig, TrainedModel, match_features, model_config_for, train_or_load
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("simulated", "things-eeg2", "things-meg")
+
+
+def load_dataset(name: str, root: str | Path, subject: int) -> EpochedDataset:
+    """Load one subject of a dataset by name (see :data:`DATASETS`)."""
+    from .data.simulated import load_simulated
+    from .data.things_eeg2 import load_things_eeg2
+    from .data.things_meg import load_things_meg
+
+    loaders = {"simulated": load_simulated, "things-eeg2": load_things_eeg2,
+               "things-meg": load_things_meg}
+    if name not in loaders:
+        raise ValueError(f"dataset must be one of {DATASETS}, got '{name}'")
+    return loaders[name](Path(root), subject)
+
+
+def dataset_features(dataset: EpochedDataset, encoder: EncoderConfig, cache_dir: str | Path,
+                     *, device: str | None = None, progress: bool = True) -> ImageFeatures:
+    """Image features of all training and test images of ``dataset`` (cached on disk).
+
+    Raises
+    ------
+    ValueError
+        If the dataset has no image paths (images are needed to condition on).
+    """
+    paths, ids = [], []
+    for split in (dataset.train, dataset.test):
+        if split.image_paths is None:
+            raise ValueError(f"{dataset.meta['dataset']} sub-{dataset.meta['subject']}: no image "
+                             "paths; the images are needed to compute features")
+        paths += split.image_paths
+        ids += split.image_ids
+    image_encoder = ImageEncoder(encoder.model, encoder.pretrained, device=device,
+                                 batch_size=encoder.batch_size)
+    return image_encoder.encode(paths, ids, cache_dir=Path(cache_dir), progress=progress)
+
+
+def train_generator(dataset: EpochedDataset, features: ImageFeatures, conditioning: str,
+                    profile: Profile, checkpoint_root: str | Path, *, device: str | None = None,
+                    progress: bool = True, **train_overrides) -> TrainedModel:
+    """Train (or load) the profile's generator with the given conditioning."""
+    model_config = model_config_for(dataset, features, conditioning, **profile.unet)
+    train_config = TrainConfig(**{**profile.train, **train_overrides})
+    return train_or_load(dataset, features, model_config, train_config, checkpoint_root,
+                         device=device, progress=progress)
+
+
+def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: ImageFeatures,
+                      sampling: SamplingConfig, *, device: str | None = None,
+                      progress: bool = True, save: bool = True) -> np.ndarray:
+    """Generate signals for every test image; optionally save them next to the checkpoint.
+
+    Returns
+    -------
+    ndarray, float32, shape (n_test_images, n_samples, n_channels, n_times)
+    """
+    cond = match_features(features, dataset.test.image_ids)
+    start = time.perf_counter()
+    signals = trained.generate(cond, n_samples=sampling.n_samples, method=sampling.method,
+                               steps=sampling.steps, guidance_scale=sampling.guidance_scale,
+                               seed=sampling.seed, device=device, progress=progress)
+    seconds = time.perf_counter() - start
+    if save:
+        name = generated_name(sampling)
+        folder = trained.path.parent
+        tmp = folder / f".{name}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, signals=signals, image_ids=np.array(dataset.test.image_ids))
+        os.replace(tmp, folder / f"{name}.npz")
+        record = {"sampling": asdict(sampling), "seconds": round(seconds, 3),
+                  "signals_per_s": round(signals.shape[0] * signals.shape[1] / seconds, 3),
+                  "checkpoint": str(trained.path), "encoder": {
+                      k: features.meta.get(k) for k in ("model", "pretrained", "random_init")}}
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=2))
+    return signals
+
+
+def generated_name(sampling: SamplingConfig) -> str:
+    """File stem for a set of generated signals, e.g. ``generated-ddim50-w1.0-n4-s0``."""
+    steps = sampling.steps if sampling.method == "ddim" else "all"
+    return (f"generated-{sampling.method}{steps}-w{sampling.guidance_scale:g}"
+            f"-n{sampling.n_samples}-s{sampling.seed}")
+
+
+def with_sampling(profile: Profile, **changes) -> SamplingConfig:
+    return replace(profile.sampling, **changes)

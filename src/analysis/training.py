@@ -1,0 +1,431 @@
+"""Train or load a diffusion generator: one loop for CPU, one GPU and ``torchrun`` DDP.
+
+What a run guarantees
+---------------------
+- **Train-or-load.** A checkpoint lives in a folder named by a hash of (dataset, encoder,
+  model config, training config). A finished ``checkpoint.pt`` there is loaded, never
+  retrained; a ``partial.pt`` is resumed.
+- **Nothing is lost.** Every write goes to a temporary file that is renamed into place, so
+  an interrupted run leaves the last complete epoch, and a finished checkpoint is never
+  replaced by a partial one.
+- **Same trajectory after resuming.** Batch order and diffusion noise are drawn from
+  generators seeded by (seed, epoch), so a run resumed at an epoch boundary continues
+  exactly as the uninterrupted run would have (on the same device).
+- **Recorded.** ``losses.csv`` (per epoch) for the notebooks, ``config.json`` with seeds,
+  versions, device and timings.
+
+Multi-GPU: launch ``torchrun --nproc_per_node=N -m analysis train …``; each rank trains on
+its shard of every epoch's permutation, gradients are averaged by DDP, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data.contract import EpochedDataset
+from .devices import select_device
+from .encoders import ImageFeatures
+from .models.conditioning import Condition
+from .models.diffusion import EMA, GaussianDiffusion, make_schedule
+from .models.unet1d import UNet1D, UNetConfig
+
+logger = logging.getLogger(__name__)
+
+FINAL, PARTIAL = "checkpoint.pt", "partial.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and diffusion settings (hashed into the checkpoint key).
+
+    ``targets='trials'`` trains on single trials (the generator learns the trial
+    distribution); ``'average'`` on repetition-averaged training responses.
+    """
+
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    prediction: str = "v"
+    schedule: str = "cosine"
+    n_diffusion_steps: int = 1000
+    cond_drop_prob: float = 0.1
+    ema_decay: float = 0.995
+    targets: str = "trials"
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Normalizer:
+    """Per-channel offset and one global scale, so the diffusion sees unit-variance data.
+
+    One scale for all channels keeps the relative channel amplitudes (the topography).
+    """
+
+    offset: torch.Tensor  # (n_channels, 1)
+    scale: float
+
+    @classmethod
+    def fit(cls, signals: np.ndarray) -> "Normalizer":
+        """``signals``: (n_images, n_reps, n_channels, n_times)."""
+        offset = signals.mean(axis=(0, 1, 3))[:, None]
+        scale = float((signals - offset).std())
+        return cls(torch.as_tensor(offset, dtype=torch.float32), scale or 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.offset.to(x)) / self.scale
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.scale + self.offset.to(z)
+
+    def state(self) -> dict:
+        return {"offset": self.offset, "scale": self.scale}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def match_features(features: ImageFeatures, image_ids: list[str]) -> Condition:
+    """Rows of ``features`` for ``image_ids`` (in that order) as a :class:`Condition`.
+
+    Raises
+    ------
+    KeyError
+        Naming the first few ids that have no features.
+    """
+    row = {image_id: i for i, image_id in enumerate(features.image_ids)}
+    missing = [i for i in image_ids if i not in row]
+    if missing:
+        raise KeyError(f"{len(missing)} images have no features (e.g. {missing[:3]}); "
+                       "extract features for this dataset's image set first")
+    index = np.array([row[i] for i in image_ids])
+    return Condition(torch.as_tensor(features.pooled[index], dtype=torch.float32),
+                     torch.as_tensor(features.tokens[index].astype(np.float32)))
+
+
+def dataset_fingerprint(dataset: EpochedDataset) -> dict:
+    """What identifies the training data: names, shapes and a digest of the signals."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(dataset.train.signals).view(np.uint8))
+    digest.update("\n".join(dataset.train.image_ids).encode())
+    return {"dataset": dataset.meta["dataset"], "subject": str(dataset.meta["subject"]),
+            "shape": list(dataset.train.signals.shape), "sha256": digest.hexdigest()}
+
+
+def checkpoint_key(dataset: EpochedDataset, features: ImageFeatures, model: UNetConfig,
+                   train: TrainConfig) -> str:
+    """Hash of everything that determines the trained weights."""
+    content = {"data": dataset_fingerprint(dataset),
+               "encoder": {k: features.meta.get(k) for k in ("model", "weights_digest",
+                                                               "cache_key")},
+               "model": model.as_dict(), "train": train.as_dict()}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def model_config_for(dataset: EpochedDataset, features: ImageFeatures, conditioning: str,
+                     **overrides) -> UNetConfig:
+    """A U-Net config whose input and context sizes fit this dataset and encoder."""
+    return UNetConfig(n_channels=len(dataset.ch_names), conditioning=conditioning,
+                      embed_dim=features.pooled.shape[1], token_dim=features.tokens.shape[2],
+                      n_tokens=features.tokens.shape[1], **overrides)
+
+
+def make_diffusion(config: TrainConfig) -> GaussianDiffusion:
+    return GaussianDiffusion(make_schedule(config.schedule, config.n_diffusion_steps),
+                             prediction=config.prediction)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_torch_save(obj: dict, path: Path) -> None:
+    """``torch.save`` through a temporary file in the same folder, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict:
+    # weights_only: a checkpoint is data, never code to run.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class TrainedModel:
+    """A trained generator ready to sample, plus where it came from."""
+
+    model: UNet1D
+    diffusion: GaussianDiffusion
+    normalizer: Normalizer
+    model_config: UNetConfig
+    train_config: TrainConfig
+    path: Path
+    losses: list[float]
+    loaded: bool  # True when an existing finished checkpoint was loaded, not trained
+    info: dict = field(default_factory=dict)
+
+    @property
+    def conditioning(self) -> str:
+        return self.model_config.conditioning
+
+    def generate(self, cond: Condition, *, n_samples: int = 1, method: str = "ddim",
+                 steps: int = 50, guidance_scale: float = 1.0, seed: int = 0,
+                 batch_size: int = 256, device: str | None = None,
+                 progress: bool = False) -> np.ndarray:
+        """Generated signals in data units, shape (n_images, n_samples, n_channels, n_times).
+
+        ``method`` is ``'ddim'`` (``steps`` steps, deterministic) or ``'ddpm'`` (all
+        diffusion steps, ancestral). Sampling is seeded; the same call gives the same
+        signals on the same device.
+        """
+        if method not in ("ddim", "ddpm"):
+            raise ValueError(f"method must be 'ddim' or 'ddpm', got '{method}'")
+        device = select_device(device)
+        model = self.model.to(device).eval()
+        n_images = len(cond)
+        n_channels, n_times = self.model_config.n_channels, self.info["n_times"]
+        generator = torch.Generator(device).manual_seed(seed)
+        use_cond = None if self.conditioning == "none" else cond.repeat(n_samples)
+        total = n_images * n_samples
+        out = []
+        for start in tqdm(range(0, total, batch_size), disable=not progress, desc="generating"):
+            stop = min(start + batch_size, total)
+            batch_cond = None if use_cond is None else use_cond.index(slice(start, stop)).to(device)
+            shape = (stop - start, n_channels, n_times)
+            if method == "ddim":
+                z = self.diffusion.ddim_sample(model, shape, cond=batch_cond, steps=steps,
+                                               guidance_scale=guidance_scale,
+                                               generator=generator, device=device)
+            else:
+                z = self.diffusion.ddpm_sample(model, shape, cond=batch_cond,
+                                               guidance_scale=guidance_scale,
+                                               generator=generator, device=device)
+            out.append(self.normalizer.inverse(z.float()).cpu())
+        signals = torch.cat(out).numpy().reshape(n_images, n_samples, n_channels, n_times)
+        return signals.astype(np.float32)
+
+
+def _build(model_config: UNetConfig, train_config: TrainConfig) -> tuple[UNet1D, GaussianDiffusion]:
+    torch.manual_seed(train_config.seed)  # same initial weights for the same config
+    return UNet1D(model_config), make_diffusion(train_config)
+
+
+def _from_checkpoint(state: dict, path: Path, loaded: bool) -> TrainedModel:
+    model_config = UNetConfig(**{**state["model_config"],
+                                 "channel_mults": tuple(state["model_config"]["channel_mults"])})
+    train_config = TrainConfig(**state["train_config"])
+    model, diffusion = _build(model_config, train_config)
+    model.load_state_dict(state["ema"])  # sample from the EMA weights
+    normalizer = Normalizer(state["normalizer"]["offset"], float(state["normalizer"]["scale"]))
+    return TrainedModel(model, diffusion, normalizer, model_config, train_config, path,
+                        list(state["losses"]), loaded, dict(state["info"]))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _training_examples(dataset: EpochedDataset, normalizer: Normalizer,
+                       targets: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signals (n_examples, n_channels, n_times), image index of each example)."""
+    signals = torch.as_tensor(dataset.train.signals)
+    n_images, n_reps = signals.shape[:2]
+    if targets == "trials":
+        x = signals.reshape(n_images * n_reps, *signals.shape[2:])
+        image = torch.arange(n_images).repeat_interleave(n_reps)
+    elif targets == "average":
+        x, image = signals.mean(dim=1), torch.arange(n_images)
+    else:
+        raise ValueError(f"targets must be 'trials' or 'average', got '{targets}'")
+    return normalizer.forward(x), image
+
+
+def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config: UNetConfig,
+                  train_config: TrainConfig, checkpoint_root: str | Path, *,
+                  device: str | None = None, progress: bool = True,
+                  on_step: Callable[[int, int], None] | None = None) -> TrainedModel:
+    """Load the finished checkpoint for this exact configuration, or train (resuming) it.
+
+    Parameters
+    ----------
+    dataset, features
+        The subject's data and the image features of its image set.
+    model_config, train_config
+        What to build and how to train it; with the data and encoder they form the key.
+    checkpoint_root : path
+        Checkpoints go to ``<root>/<dataset>/sub-<subject>/<conditioning>-<key[:12]>/``.
+    device : str, optional
+        ``None``/``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda:N'``. Under torchrun
+        each rank uses ``cuda:LOCAL_RANK``.
+    on_step : callable(epoch, step), optional
+        Called after every optimiser step (tests use it to simulate an interruption).
+    """
+    key = checkpoint_key(dataset, features, model_config, train_config)
+    folder = (Path(checkpoint_root) / str(dataset.meta["dataset"])
+              / f"sub-{dataset.meta['subject']}" / f"{model_config.conditioning}-{key[:12]}")
+    final = folder / FINAL
+    if final.is_file():
+        logger.info("loading finished checkpoint %s (no training)", final)
+        return _from_checkpoint(_load(final), final, loaded=True)
+
+    rank, world, local_rank = _distributed()
+    if world > 1 and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    device = select_device(device)
+    model, diffusion = _build(model_config, train_config)
+    model.to(device)
+    normalizer = Normalizer.fit(dataset.train.signals)
+    x_all, image_of = _training_examples(dataset, normalizer, train_config.targets)
+    cond_all = match_features(features, dataset.train.image_ids)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
+                                  weight_decay=train_config.weight_decay)
+    ema = EMA(model, decay=train_config.ema_decay)
+    start_epoch, losses, seconds = 0, [], 0.0
+    partial = folder / PARTIAL
+    if partial.is_file():
+        state = _load(partial)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, losses, seconds = state["epoch"], list(state["losses"]), state["seconds"]
+        logger.info("resuming %s at epoch %d of %d", partial, start_epoch, train_config.epochs)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+           else contextlib.nullcontext())
+    steps_per_epoch = -(-len(x_all) // (train_config.batch_size * world))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, train_config.warmup_steps)),
+        last_epoch=start_epoch * steps_per_epoch - 1)
+    if rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_text(folder / "config.json", json.dumps(_run_info(
+            key, dataset, features, model_config, train_config, device, model, world), indent=2))
+
+    bar = tqdm(range(start_epoch, train_config.epochs), initial=start_epoch,
+               total=train_config.epochs, disable=not progress or rank != 0,
+               desc=f"training {model_config.conditioning}")
+    for epoch in bar:
+        started = time.perf_counter()
+        g = torch.Generator().manual_seed(train_config.seed * 100_003 + epoch)
+        order = torch.randperm(len(x_all), generator=g)[rank::world]
+        noise_g = torch.Generator(device).manual_seed(train_config.seed * 100_003 + epoch + rank)
+        net.train()
+        total, count = torch.zeros((), device=device), 0
+        for step, begin in enumerate(range(0, len(order), train_config.batch_size)):
+            idx = order[begin:begin + train_config.batch_size]
+            x0 = x_all[idx].to(device)
+            cond = cond_all.index(image_of[idx]).to(device)
+            drop = (torch.rand(len(idx), generator=g) < train_config.cond_drop_prob).to(device)
+            with amp:
+                loss = diffusion.loss(net, x0, cond=cond, drop_cond=drop, generator=noise_g)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+            optimizer.step()
+            schedule.step()
+            ema.update(model)
+            total += loss.detach() * len(idx)
+            count += len(idx)
+            if on_step is not None:
+                on_step(epoch, step)
+        stats = torch.stack([total, torch.tensor(float(count), device=device)])
+        if world > 1:
+            dist.all_reduce(stats)
+        losses.append(float(stats[0] / stats[1]))
+        seconds += time.perf_counter() - started
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if rank == 0:
+            _save_progress(folder, model, ema, optimizer, normalizer, model_config,
+                           train_config, epoch + 1, losses, seconds, dataset)
+    if world > 1:
+        dist.barrier()
+
+    ema_model = UNet1D(model_config)
+    ema.copy_to(ema_model)
+    state = _checkpoint_state(model, ema, optimizer, normalizer, model_config, train_config,
+                              train_config.epochs, losses, seconds, dataset)
+    state["ema"] = ema_model.state_dict()
+    if rank == 0:
+        atomic_torch_save(state, final)
+        partial.unlink(missing_ok=True)
+    return _from_checkpoint(state, final, loaded=False)
+
+
+def _checkpoint_state(model, ema, optimizer, normalizer, model_config, train_config, epoch,
+                      losses, seconds, dataset) -> dict:
+    return {"model": model.state_dict(), "ema_state": ema.state_dict(),
+            "optimizer": optimizer.state_dict(), "normalizer": normalizer.state(),
+            "model_config": model_config.as_dict(), "train_config": train_config.as_dict(),
+            "epoch": epoch, "losses": losses, "seconds": seconds,
+            "info": {"n_times": int(dataset.train.signals.shape[-1]),
+                     "ch_names": list(dataset.ch_names), "sfreq": dataset.sfreq,
+                     "train_seconds": seconds}}
+
+
+def _save_progress(folder: Path, model, ema, optimizer, normalizer, model_config, train_config,
+                   epoch, losses, seconds, dataset) -> None:
+    """Checkpoint the finished epoch (resumable) and append to ``losses.csv``."""
+    atomic_torch_save(_checkpoint_state(model, ema, optimizer, normalizer, model_config,
+                                        train_config, epoch, losses, seconds, dataset),
+                      folder / PARTIAL)
+    rows = "epoch,loss\n" + "".join(f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(losses))
+    _write_text(folder / "losses.csv", rows)
+
+
+def _run_info(key, dataset, features, model_config, train_config, device, model, world) -> dict:
+    return {
+        "key": key, "dataset": dataset_fingerprint(dataset),
+        "encoder": {k: features.meta.get(k) for k in ("model", "pretrained", "weights_digest",
+                                                        "random_init")},
+        "model": model_config.as_dict(), "train": train_config.as_dict(),
+        "n_parameters": model.n_parameters(), "device": str(device), "world_size": world,
+        "versions": {"image2brain": __version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

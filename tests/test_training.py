@@ -1,0 +1,146 @@
+"""Training: train-or-load, atomic checkpoints, resume-after-interrupt, generation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.config import SimulationSize
+from analysis.data import simulated as sim
+from analysis.encoders import ImageFeatures
+from analysis.training import (FINAL, PARTIAL, Normalizer, TrainConfig, checkpoint_key,
+                               match_features, model_config_for, train_or_load)
+
+SIZE = SimulationSize(n_subjects=1, n_train_concepts=12, n_train_images_per_concept=2,
+                      n_test_concepts=6, n_train_reps=2, n_test_reps=4, image_size=32)
+UNET = dict(base_channels=8, channel_mults=(1, 2), context_dim=8, concat_maps=4, heads=2)
+TRAIN = TrainConfig(epochs=3, batch_size=16, warmup_steps=2, n_diffusion_steps=100)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    sim.simulate_dataset(root, sim.SimulationConfig(size=SIZE), progress=False)
+    return sim.load_simulated(root, 1)
+
+
+@pytest.fixture(scope="module")
+def features(dataset):
+    """Features that carry the image attributes linearly (stand-in for an encoder)."""
+    ids = dataset.train.image_ids + dataset.test.image_ids
+    rng = np.random.default_rng(0)
+    pooled = rng.standard_normal((len(ids), 6)).astype(np.float32)
+    tokens = rng.standard_normal((len(ids), 3, 5)).astype(np.float16)
+    return ImageFeatures(ids, pooled, tokens, {"model": "test", "weights_digest": "d0",
+                                               "cache_key": "k0", "random_init": True})
+
+
+def train(dataset, features, root, conditioning="cross_attention", config=TRAIN, **kw):
+    model_config = model_config_for(dataset, features, conditioning, **UNET)
+    return train_or_load(dataset, features, model_config, config, root, device="cpu",
+                         progress=False, **kw)
+
+
+def test_training_writes_a_finished_checkpoint_and_loss_log(dataset, features, tmp_path):
+    trained = train(dataset, features, tmp_path)
+    assert trained.path.name == FINAL and trained.path.is_file()
+    assert not (trained.path.parent / PARTIAL).exists()
+    assert not trained.loaded and len(trained.losses) == 3
+    assert all(np.isfinite(trained.losses))
+    log = (trained.path.parent / "losses.csv").read_text().splitlines()
+    assert log[0] == "epoch,loss" and len(log) == 4
+    assert not list(trained.path.parent.glob(".*tmp"))  # no temporary files left
+    assert f"sub-{dataset.meta['subject']}" in str(trained.path)
+
+
+def test_second_call_loads_and_does_not_retrain(dataset, features, tmp_path, monkeypatch):
+    first = train(dataset, features, tmp_path)
+    monkeypatch.setattr("analysis.training.UNet1D.forward",
+                        lambda *a, **k: pytest.fail("a finished checkpoint was retrained"))
+    second = train(dataset, features, tmp_path)
+    assert second.loaded and second.losses == first.losses
+
+
+def test_a_different_config_gets_a_different_checkpoint(dataset, features):
+    model_config = model_config_for(dataset, features, "cross_attention", **UNET)
+    base = checkpoint_key(dataset, features, model_config, TRAIN)
+    assert base != checkpoint_key(dataset, features, model_config,
+                                  dataclasses.replace(TRAIN, seed=1))
+    assert base != checkpoint_key(dataset, features,
+                                  dataclasses.replace(model_config, conditioning="concat"), TRAIN)
+    other_weights = dataclasses.replace(features, meta={**features.meta, "weights_digest": "d1"})
+    assert base != checkpoint_key(dataset, other_weights, model_config, TRAIN)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_and_matches_an_uninterrupted_run(dataset, features, tmp_path):
+    reference = train(dataset, features, tmp_path / "whole")
+
+    def crash(epoch, step):
+        if epoch == 1 and step == 1:  # mid-way through the second epoch
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(dataset, features, tmp_path / "split", on_step=crash)
+    folder = next((tmp_path / "split").rglob(PARTIAL)).parent
+    assert not (folder / FINAL).exists()  # a partial run never looks finished
+    state = torch.load(folder / PARTIAL, weights_only=True)
+    assert state["epoch"] == 1 and len(state["losses"]) == 1
+
+    resumed = train(dataset, features, tmp_path / "split")
+    assert not resumed.loaded
+    np.testing.assert_allclose(resumed.losses, reference.losses, rtol=1e-5)
+    for name, value in reference.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value)
+
+
+def test_loss_decreases_and_generation_has_the_data_shape(dataset, features, tmp_path):
+    config = dataclasses.replace(TRAIN, epochs=8, lr=3e-3)
+    trained = train(dataset, features, tmp_path, config=config)
+    # An untrained v-predictor outputs 0: loss = E[v²] = 1 on unit-variance data.
+    assert trained.losses[0] > 0.9 and np.mean(trained.losses[-2:]) < 0.9 * trained.losses[0]
+    cond = match_features(features, dataset.test.image_ids)
+    signals = trained.generate(cond, n_samples=3, steps=5, seed=1, device="cpu")
+    assert signals.shape == (6, 3, 17, 100) and signals.dtype == np.float32
+    assert np.isfinite(signals).all()
+    np.testing.assert_array_equal(signals, trained.generate(cond, n_samples=3, steps=5, seed=1,
+                                                            device="cpu"))
+    # Generated signals live in data units, not the normalised diffusion space.
+    assert 0.2 < signals.std() / dataset.test.signals.std() < 5
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "none"])
+def test_every_conditioning_trains_and_samples(dataset, features, tmp_path, conditioning):
+    trained = train(dataset, features, tmp_path, conditioning=conditioning,
+                    config=dataclasses.replace(TRAIN, epochs=1))
+    cond = match_features(features, dataset.test.image_ids[:2])
+    signals = trained.generate(cond, method="ddpm", guidance_scale=2.0, device="cpu")
+    assert signals.shape == (2, 1, 17, 100) and np.isfinite(signals).all()
+
+
+def test_normalizer_round_trips_and_keeps_the_topography():
+    rng = np.random.default_rng(0)
+    signals = (rng.standard_normal((4, 2, 3, 10)) * [[[[1.0], [5.0], [2.0]]]] + 7).astype(np.float32)
+    normalizer = Normalizer.fit(signals)
+    z = normalizer.forward(torch.as_tensor(signals))
+    assert z.std(correction=0).item() == pytest.approx(1.0, rel=1e-4)
+    torch.testing.assert_close(normalizer.inverse(z), torch.as_tensor(signals))
+    per_channel = z.std(dim=(0, 1, 3))
+    assert per_channel[1] / per_channel[0] == pytest.approx(5.0, rel=0.3)  # not whitened away
+
+
+def test_missing_features_are_named(dataset, features):
+    with pytest.raises(KeyError, match="2 images have no features"):
+        match_features(features, ["nope-1", "nope-2"])
+
+
+def test_bad_generation_method_is_refused(dataset, features, tmp_path):
+    trained = train(dataset, features, tmp_path, config=dataclasses.replace(TRAIN, epochs=1))
+    with pytest.raises(ValueError, match="'ddim' or 'ddpm'"):
+        trained.generate(match_features(features, dataset.test.image_ids[:1]), method="euler")
