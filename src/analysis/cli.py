@@ -10,9 +10,7 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -145,39 +143,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Speed figures as JSON: simulation time per profile and feature images/s."""
-    import torch
+    """Speed figures as JSON: simulation, feature extraction, training and sampling."""
+    from . import benchmark
 
-    from .data.simulated import config_for_profile, simulate_dataset
-    from .encoders import benchmark_features
-
-    results: dict = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available(),
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "torch_threads": torch.get_num_threads()},
-        "simulation": {}, "features": [],
-    }
+    results: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": benchmark.machine(),
+                     "simulation": [], "features": [], "model": []}
     for profile in args.profiles:
-        config = config_for_profile(profile)
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            simulate_dataset(Path(tmp) / "sim", config, progress=False)
-            seconds = time.perf_counter() - start
-        results["simulation"][profile] = {
-            "seconds": round(seconds, 2), "subjects": config.size.n_subjects,
-            "train_images": config.size.n_train_images,
-            "test_images": config.size.n_test_concepts,
-        }
-        print(f"simulate {profile}: {seconds:.1f} s", file=sys.stderr)
-    for profile in args.profiles:
-        encoder = get_profile(profile).encoder
-        result = benchmark_features(encoder.model, encoder.pretrained if args.pretrained else None,
-                                    n_images=args.n_images, batch_size=encoder.batch_size,
-                                    device=args.device)
-        results["features"].append(result)
-        print(f"features {encoder.model}: {result['images_per_s']:.1f} images/s", file=sys.stderr)
+        if "simulation" in args.parts:
+            results["simulation"].append(benchmark.bench_simulation(profile))
+        if "features" in args.parts:
+            results["features"].append(benchmark.bench_features(
+                profile, n_images=args.n_images, pretrained=args.pretrained, device=args.device))
+        if "model" in args.parts:
+            results["model"].append(benchmark.bench_model(profile, device=args.device))
+        print(f"benchmarked {profile}", file=sys.stderr)
     text = json.dumps(results, indent=2)
     print(text)
     if args.output:
@@ -263,8 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--n-samples", type=int, help="samples per test image")
         p.set_defaults(func=cmd_train if name == "train" else cmd_generate)
 
-    p = sub.add_parser("bench", help="print speed figures (simulation, feature extraction) as JSON")
+    p = sub.add_parser("bench", help="print speed figures (simulation, features, training, "
+                                     "sampling, peak memory) as JSON")
     p.add_argument("--profiles", nargs="+", choices=sorted(PROFILES), default=["ci", "default"])
+    p.add_argument("--parts", nargs="+", choices=["simulation", "features", "model"],
+                   default=["simulation", "features", "model"])
     p.add_argument("--n-images", type=int, default=64, help="images per feature timing")
     p.add_argument("--pretrained", action="store_true",
                    help="time with the profile's pretrained weights instead of random init")

@@ -1,0 +1,127 @@
+"""Speed and memory figures, printed and recorded rather than asserted in tests.
+
+``python -m analysis bench`` runs these for the chosen profiles on the current device and
+prints one JSON document; ``--output`` keeps it (``benchmarks/results/``) so runs on
+different machines can be compared.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .config import get_profile
+from .devices import select_device
+from .models.conditioning import Condition
+from .models.unet1d import UNet1D, UNetConfig
+from .training import TrainConfig, make_diffusion
+
+#: Feature sizes of the encoders the profiles use (pooled dim, tokens, token dim).
+ENCODER_SHAPES = {"i2b-tiny-vit": (64, 49, 64), "ViT-B-32": (512, 49, 768),
+                  "ViT-L-14": (768, 256, 1024)}
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_simulation(profile: str) -> dict:
+    """Seconds to simulate and write the profile's whole built-in dataset."""
+    from .data.simulated import config_for_profile, simulate_dataset
+
+    config = config_for_profile(profile)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        simulate_dataset(Path(tmp) / "sim", config, progress=False)
+        seconds = time.perf_counter() - start
+    return {"profile": profile, "seconds": round(seconds, 2), "subjects": config.size.n_subjects,
+            "train_images": config.size.n_train_images, "test_images": config.size.n_test_concepts}
+
+
+def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17,
+                n_times: int = 100, train_steps: int = 10, sample_batch: int = 32,
+                ddpm_batch: int = 4) -> dict:
+    """Training samples/s, DDIM-50 and DDPM signals/s of the profile's cross-attention U-Net.
+
+    Synthetic inputs of the real shapes are used: speed does not depend on the values.
+    """
+    device = select_device(device)
+    spec = get_profile(profile)
+    embed, n_tokens, token_dim = ENCODER_SHAPES.get(spec.encoder.model, (512, 49, 768))
+    unet = UNetConfig(n_channels=n_channels, conditioning="cross_attention", embed_dim=embed,
+                      token_dim=token_dim, n_tokens=n_tokens, **spec.unet)
+    train = TrainConfig(**spec.train)
+    torch.manual_seed(0)
+    model = UNet1D(unet).to(device)
+    diffusion = make_diffusion(train)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def batch(n):
+        return (torch.randn(n, n_channels, n_times, device=device),
+                Condition(torch.randn(n, embed, device=device),
+                          torch.randn(n, n_tokens, token_dim, device=device)))
+
+    x0, cond = batch(train.batch_size)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    for step in range(train_steps + 2):  # two warm-up steps are not timed
+        if step == 2:
+            _sync(device)
+            start = time.perf_counter()
+        with amp or torch.autocast("cpu", enabled=False):
+            loss = diffusion.loss(model, x0, cond=cond)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync(device)
+    train_rate = train_steps * train.batch_size / (time.perf_counter() - start)
+
+    model.eval()
+    rates = {}
+    for method, n in (("ddim50", sample_batch), ("ddpm", ddpm_batch)):
+        _, cond = batch(n)
+        _sync(device)
+        start = time.perf_counter()
+        if method == "ddim50":
+            diffusion.ddim_sample(model, (n, n_channels, n_times), cond=cond, steps=50,
+                                  device=device)
+        else:
+            diffusion.ddpm_sample(model, (n, n_channels, n_times), cond=cond, device=device)
+        _sync(device)
+        rates[method] = n / (time.perf_counter() - start)
+    return {"profile": profile, "device": str(device), "n_parameters": model.n_parameters(),
+            "batch_size": train.batch_size, "train_samples_per_s": round(train_rate, 1),
+            "ddim50_signals_per_s": round(rates["ddim50"], 2),
+            "ddpm_signals_per_s": round(rates["ddpm"], 3),
+            "diffusion_steps": train.n_diffusion_steps,
+            "peak_memory_mb": round(_peak_memory_mb(device), 1)}
+
+
+def bench_features(profile: str, *, n_images: int = 64, pretrained: bool = False,
+                   device: str | None = None) -> dict:
+    from .encoders import benchmark_features
+
+    encoder = get_profile(profile).encoder
+    return benchmark_features(encoder.model, encoder.pretrained if pretrained else None,
+                              n_images=n_images, batch_size=encoder.batch_size, device=device)

@@ -1,0 +1,303 @@
+"""Fidelity of generated (predicted) M/EEG responses against real test recordings.
+
+Three scores, each compared with a *target*: the average over the held-out test
+repetitions, shape ``(n_images, n_channels, n_times)``:
+
+* **paper MSE** and **paper r** — the generative-EEG paper's definition: for each test
+  image, the MSE / Pearson r between prediction and target over all channels × time points
+  (flattened), then averaged over images. The functions return the per-image values.
+* **encoding score** — the encoding-model field's definition (Gifford et al. 2022; BERG):
+  for each channel × time point, Pearson r *across test images* between prediction and
+  target; summarised by the mean over channels × time points.
+
+:func:`fidelity_summary` assembles all three with bootstrap CIs over images and sets each
+against the best a perfect model could reach (:mod:`analysis.evaluation.noise_ceiling`).
+
+Undefined correlations: r is NaN where either input is constant along the correlated axis
+(:func:`~analysis.evaluation.stats.pearson_r`); summaries average the defined values only
+(:func:`~analysis.evaluation.stats.mean_ignoring_nan`) and report how many were left out.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from analysis.evaluation.noise_ceiling import (
+    RESPONSE_AXES,
+    NoiseCeiling,
+    check_trials,
+    exact_ceiling,
+    mse_floor,
+    noise_ceiling_r,
+)
+from analysis.evaluation.stats import bootstrap_ci, check_array, mean_ignoring_nan, pearson_r
+
+#: Resampled variance below this (on standardised data) makes a bootstrap r undefined.
+_RESAMPLED_VARIANCE_ATOL = 1e-12
+#: Float64 values per matrix product in :func:`encoding_score_statistic` (256 MB).
+_MOMENT_BLOCK_VALUES = 2**25
+
+
+def _check_pair(pred: np.ndarray, target: np.ndarray, target_name: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a prediction and its target: both ``(n_images, n_channels, n_times)``."""
+    target = check_array(target, target_name, RESPONSE_AXES)
+    pred = check_array(pred, "pred", RESPONSE_AXES, shape=target.shape)
+    return pred, target
+
+
+def paper_mse(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-image mean squared error over channels × time points (the paper's MSE).
+
+    Parameters
+    ----------
+    pred : ndarray, shape (n_images, n_channels, n_times)
+        Generated / predicted responses, in signal units (e.g. µV).
+    target : ndarray, shape (n_images, n_channels, n_times)
+        Average of the real test repetitions, same units.
+
+    Returns
+    -------
+    ndarray, shape (n_images,)
+        ``mean over (channel, time) of (pred - target) ** 2``, in squared signal units
+        (e.g. µV²). The paper's MSE is the mean of this over images.
+    """
+    pred, target = _check_pair(pred, target, "target")
+    diff = pred.astype(np.float64) - target.astype(np.float64)
+    return (diff * diff).mean(axis=(1, 2))
+
+
+def paper_pearson(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-image Pearson r over channels × time points flattened (the paper's r).
+
+    Parameters
+    ----------
+    pred, target : ndarray, shape (n_images, n_channels, n_times)
+        Prediction and average of the real test repetitions (same units; r is unitless).
+
+    Returns
+    -------
+    ndarray, shape (n_images,)
+        r for each image, in [-1, 1]; NaN for an image whose prediction or target is
+        constant over all channels × times. The paper's r is the mean over images.
+    """
+    pred, target = _check_pair(pred, target, "target")
+    return pearson_r(pred, target, axis=(1, 2))
+
+
+def encoding_score(pred: np.ndarray, target_avg: np.ndarray) -> np.ndarray:
+    """Encoding score map: Pearson r across test images at every channel × time point.
+
+    Parameters
+    ----------
+    pred : ndarray, shape (n_images, n_channels, n_times)
+        Predicted responses (any units; r is unitless).
+    target_avg : ndarray, shape (n_images, n_channels, n_times)
+        Average of the held-out real test repetitions.
+
+    Returns
+    -------
+    ndarray, shape (n_channels, n_times)
+        r in [-1, 1]; NaN where prediction or target does not vary across images. The
+        scalar encoding score is ``mean_ignoring_nan`` of this map (mean over defined
+        channel × time points).
+    """
+    pred, target_avg = _check_pair(pred, target_avg, "target_avg")
+    return pearson_r(pred, target_avg, axis=0)
+
+
+def encoding_score_statistic(pred: np.ndarray, target_avg: np.ndarray
+                             ) -> Callable[[np.ndarray], np.ndarray | float]:
+    """The scalar encoding score as a function of resampled image indices (for bootstraps).
+
+    A resample that draws image ``i`` ``c_i`` times is the original sample with weights
+    ``c_i``; the correlation is computed from weighted moments with one matrix product per
+    block of resamples, so 2000 resamples cost seconds instead of minutes. Features are
+    standardised first, so the moment formula loses no precision.
+
+    Parameters
+    ----------
+    pred, target_avg : ndarray, shape (n_images, n_channels, n_times)
+        As in :func:`encoding_score`.
+
+    Returns
+    -------
+    callable
+        ``statistic(idx)``: ``idx`` int array of shape ``(n_images,)`` → float, or of shape
+        ``(n_resamples, n_images)`` → ``(n_resamples,)``: the mean over channel × time
+        points of r across the images ``pred[idx]`` vs ``target_avg[idx]``. Points that are
+        constant on the full sample are left out; a point constant within a resample gives
+        NaN there and is left out of that resample's mean. For use with
+        ``bootstrap_ci(statistic, n_images=n_images, vectorized=True)``; the value at
+        ``idx = arange(n_images)`` equals ``mean_ignoring_nan(encoding_score(...))``.
+    """
+    pred, target_avg = _check_pair(pred, target_avg, "target_avg")
+    n_images = pred.shape[0]
+    x = pred.reshape(n_images, -1).astype(np.float64)
+    y = target_avg.reshape(n_images, -1).astype(np.float64)
+    defined = ~np.isnan(pearson_r(x, y, axis=0))
+    x = x[:, defined]
+    y = y[:, defined]
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = (y - y.mean(axis=0)) / y.std(axis=0)
+    moments = np.concatenate([x, y, x * x, y * y, x * y], axis=1)
+    block = max(1, _MOMENT_BLOCK_VALUES // max(1, moments.shape[1]))
+
+    def statistic(idx: np.ndarray) -> np.ndarray | float:
+        idx = np.asarray(idx)
+        batch = np.atleast_2d(idx)
+        out = np.empty(batch.shape[0])
+        for start in range(0, batch.shape[0], block):
+            rows = batch[start:start + block]
+            n_rows = rows.shape[0]
+            offsets = (rows + n_images * np.arange(n_rows)[:, None]).ravel()
+            weights = np.bincount(offsets, minlength=n_rows * n_images).reshape(n_rows, n_images)
+            mx, my, mxx, myy, mxy = np.split(weights @ moments / rows.shape[1], 5, axis=1)
+            var_x, var_y = mxx - mx * mx, myy - my * my
+            valid = (var_x > _RESAMPLED_VARIANCE_ATOL) & (var_y > _RESAMPLED_VARIANCE_ATOL)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.clip((mxy - mx * my) / np.sqrt(var_x * var_y), -1.0, 1.0)
+            out[start:start + n_rows] = mean_ignoring_nan(np.where(valid, r, np.nan), axis=1)
+        return float(out[0]) if idx.ndim == 1 else out
+
+    return statistic
+
+
+def _mean_statistic(per_image: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Mean of per-image values (NaNs left out) over resampled image indices."""
+    return lambda idx: mean_ignoring_nan(per_image[idx], axis=-1)
+
+
+def fidelity_summary(
+    pred: np.ndarray,
+    trials: np.ndarray,
+    noiseless: np.ndarray | None = None,
+    *,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    ci_method: str = "percentile",
+    n_splits: int = 20,
+    seed: int = 0,
+    ceiling: NoiseCeiling | None = None,
+) -> pd.DataFrame:
+    """All fidelity scores of one prediction, with CIs and ceilings, as a tidy table.
+
+    The target is the average over all repetitions of ``trials``. Every score gets a
+    bootstrap CI over test images (images resampled with replacement and the score
+    recomputed; the same resamples, from ``seed``, for every score).
+
+    "% of ceiling" is the ratio ``100 * value / ceiling`` of a correlation score to the
+    highest score a perfect model can expect against the same noisy target — about 100 for
+    a perfect model, about ``100 * corr(prediction, true response)`` in general. For the
+    split-half ceiling the ceiling of a scalar score is the mean of its per-image (paper r)
+    or per channel × time (encoding score) ceilings.
+
+    Parameters
+    ----------
+    pred : ndarray, shape (n_images, n_channels, n_times)
+        Generated responses for the test images, in the units of ``trials``.
+    trials : ndarray, shape (n_images, n_reps, n_channels, n_times)
+        Real (or simulated) test trials, ``n_reps >= 2``.
+    noiseless : ndarray, shape (n_images, n_channels, n_times), optional
+        Exact noise-free means (simulated data only); adds rows against the exact ceiling.
+    n_boot, ci : int, float
+        Bootstrap resamples and confidence level.
+    ci_method : {'percentile', 'basic', 'BCa'}
+        Interval method (see :func:`~analysis.evaluation.stats.bootstrap_ci`). The
+        percentile interval of the encoding score inherits the small downward bias of a
+        resampled r (about ``r (1 - r**2) / (2 n_images)``); when the interval is narrower
+        than that (many independent channel × time points, as in some simulations) it can
+        exclude ``value`` — use ``'basic'`` there.
+    n_splits : int
+        Random splits for the split-half ceiling (ignored when ``ceiling`` is given).
+    seed : int
+        Seed of the bootstrap and of the splits.
+    ceiling : NoiseCeiling, optional
+        A precomputed ``noise_ceiling_r(trials)``, to score many predictions against the
+        same trials without recomputing it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (metric, ceiling_method), columns:
+
+        - ``metric``: ``'paper_mse'``, ``'paper_r'`` or ``'encoding_score'``;
+        - ``ceiling_method``: ``'split-half'`` (r) or ``'repetition variance'`` (MSE),
+          plus ``'exact'`` rows when ``noiseless`` is given;
+        - ``value``, ``ci_low``, ``ci_high``: the score (MSE in squared signal units, r
+          unitless) and its CI — identical across a metric's rows;
+        - ``ceiling``: the best expected score of a perfect model — for r the noise ceiling
+          (:func:`noise_ceiling_r` / :func:`exact_ceiling`), for MSE the noise floor
+          (:func:`mse_floor`; exact: MSE of ``noiseless`` against the average);
+        - ``pct_of_ceiling``: ``100 * value / ceiling`` for r metrics, NaN for MSE;
+        - ``n_undefined``: images (paper r) or channel × time points (encoding score)
+          with an undefined r, left out of the mean.
+
+        ``DataFrame.attrs`` records ``n_images``, ``n_reps``, ``n_boot``, ``ci``,
+        ``ci_method``, ``n_splits`` (None when ``ceiling`` was given) and ``seed``.
+    """
+    trials = check_trials(trials, min_reps=2)
+    n_images, n_reps, n_channels, n_times = trials.shape
+    pred = check_array(pred, "pred", RESPONSE_AXES, shape=(n_images, n_channels, n_times))
+    if noiseless is not None:
+        noiseless = check_array(noiseless, "noiseless", RESPONSE_AXES,
+                                shape=(n_images, n_channels, n_times))
+    computed_ceiling = ceiling is None
+    if computed_ceiling:
+        ceiling = noise_ceiling_r(trials, n_splits=n_splits, seed=seed)
+    elif ceiling.encoding.shape != (n_channels, n_times) or ceiling.paper.shape != (n_images,):
+        raise ValueError(
+            f"ceiling: expected encoding shape {(n_channels, n_times)} and paper shape "
+            f"{(n_images,)} (from trials), found {ceiling.encoding.shape} and "
+            f"{ceiling.paper.shape}"
+        )
+    average = trials.mean(axis=1, dtype=np.float64)
+    mse = paper_mse(pred, average)
+    r = paper_pearson(pred, average)
+    encoding = encoding_score(pred, average)
+    scores = {}  # metric -> (per-image or per-feature values, their mean, ci_low, ci_high)
+    for metric, values, statistic in (
+        ("paper_mse", mse, lambda: _mean_statistic(mse)),
+        ("paper_r", r, lambda: _mean_statistic(r)),
+        ("encoding_score", encoding, lambda: encoding_score_statistic(pred, average)),
+    ):
+        value = mean_ignoring_nan(values)
+        low = high = np.nan  # no interval around an undefined score
+        if np.isfinite(value):
+            interval = bootstrap_ci(statistic(), n_images=n_images, n_boot=n_boot, ci=ci,
+                                    seed=seed, vectorized=True, method=ci_method)
+            low, high = interval.low, interval.high
+        scores[metric] = (values, value, low, high)
+    ceilings = [
+        ("paper_mse", "repetition variance", float(mse_floor(trials).mean())),
+        ("paper_r", ceiling.method, ceiling.paper_mean),
+        ("encoding_score", ceiling.method, ceiling.encoding_mean),
+    ]
+    if noiseless is not None:
+        exact = exact_ceiling(noiseless, trials)
+        ceilings += [
+            ("paper_mse", exact.method, float(paper_mse(noiseless, average).mean())),
+            ("paper_r", exact.method, exact.paper_mean),
+            ("encoding_score", exact.method, exact.encoding_mean),
+        ]
+    rows = []
+    for metric, method, best in ceilings:
+        values, value, low, high = scores[metric]
+        is_r = metric != "paper_mse"
+        rows.append({
+            "metric": metric, "ceiling_method": method, "value": value,
+            "ci_low": low, "ci_high": high, "ceiling": best,
+            "pct_of_ceiling": 100.0 * value / best if is_r and best > 0 else np.nan,
+            "n_undefined": int(np.isnan(values).sum()),
+        })
+    order = {"paper_mse": 0, "paper_r": 1, "encoding_score": 2}
+    table = pd.DataFrame(rows).sort_values(
+        "metric", key=lambda col: col.map(order), kind="stable").reset_index(drop=True)
+    table.attrs.update(
+        n_images=n_images, n_reps=n_reps, n_boot=n_boot, ci=ci, ci_method=ci_method,
+        n_splits=n_splits if computed_ceiling else None, seed=seed,
+    )
+    return table
