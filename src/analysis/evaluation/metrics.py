@@ -301,3 +301,53 @@ def fidelity_summary(
         n_splits=n_splits if computed_ceiling else None, seed=seed,
     )
     return table
+
+
+def plot_fidelity(summaries: dict[str, pd.DataFrame], metric: str = "encoding_score",
+                  ceiling_method: str = "exact"):
+    """Bar chart of one fidelity metric for several models, with CIs and the ceiling.
+
+    Parameters
+    ----------
+    summaries : dict
+        Model name → :func:`fidelity_summary` table (all computed on the same trials).
+    metric : str
+        ``'encoding_score'``, ``'paper_r'`` or ``'paper_mse'``.
+    ceiling_method : str
+        Which ceiling row to draw as a dashed line (``'exact'`` or ``'split-half'``; for MSE
+        ``'repetition variance'``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = []
+    ceiling = np.nan
+    for name, table in summaries.items():
+        match = table[(table["metric"] == metric) & (table["ceiling_method"] == ceiling_method)]
+        if match.empty:
+            raise ValueError(f"summaries['{name}'] has no row for metric '{metric}' with "
+                             f"ceiling '{ceiling_method}'")
+        row = match.iloc[0]
+        rows.append({"model": name, "value": row["value"], "low": row["ci_low"],
+                     "high": row["ci_high"]})
+        ceiling = row["ceiling"]
+    frame = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(frame), 3.2))
+    colours = sns.color_palette("deep", len(frame))
+    ax.bar(frame["model"], frame["value"], color=colours)
+    ax.errorbar(frame["model"], frame["value"],
+                yerr=[frame["value"] - frame["low"], frame["high"] - frame["value"]],
+                fmt="none", ecolor="black", capsize=4, lw=1)
+    if np.isfinite(ceiling):
+        ax.axhline(ceiling, ls="--", color="grey", lw=1)
+        ax.annotate(f"{ceiling_method} ceiling", (1.0, ceiling), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=8, color="grey")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.tick_params(axis="x", rotation=20)
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
