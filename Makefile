@@ -9,7 +9,7 @@ PROFILE ?= default
 # Pretrained tags would hang on the unreachable hub before failing; fail fast instead.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: book test venv clean-book
+.PHONY: book test venv clean-book browser check-book
 
 venv: $(STAMP)
 
@@ -24,9 +24,25 @@ book: $(STAMP)
 	$(BIN)/python -m analysis simulate --profile $(PROFILE)
 	$(BIN)/python -m analysis book
 
-## test: the whole test suite (what CI runs)
-test: $(STAMP)
+## test: the whole test suite (what CI runs); the book checks need the system Chromium
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+## browser: Debian's headless Chromium, driven by Playwright in analysis.book_check
+## (never `playwright install`: its browser download is unreachable offline)
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || command -v sudo)
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium
+
+## check-book: open built pages offline in headless Chromium; fails on a missing page, an
+## error output cell, a broken image or any request to an outside host
+BOOK_PAGES ?= index.html book/intro.html
+check-book: $(STAMP) browser
+	$(BIN)/python -m analysis.book_check _build/html $(BOOK_PAGES) --screenshots _build/screenshots
 
 clean-book:
 	rm -rf _build
