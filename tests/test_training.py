@@ -124,12 +124,16 @@ def test_every_conditioning_trains_and_samples(dataset, features, tmp_path, cond
     assert signals.shape == (2, 1, 17, 100) and np.isfinite(signals).all()
 
 
-def test_normalizer_round_trips_and_keeps_the_topography():
+def test_normalizer_removes_the_grand_average_and_keeps_the_topography():
     rng = np.random.default_rng(0)
-    signals = (rng.standard_normal((4, 2, 3, 10)) * [[[[1.0], [5.0], [2.0]]]] + 7).astype(np.float32)
+    erp = np.sin(np.linspace(0, 3, 10))  # shared by all images
+    signals = (rng.standard_normal((40, 2, 3, 10)) * [[[[1.0], [5.0], [2.0]]]] + 7 + erp)
+    signals = signals.astype(np.float32)
     normalizer = Normalizer.fit(signals)
+    torch.testing.assert_close(normalizer.offset, torch.as_tensor(signals.mean(axis=(0, 1))))
     z = normalizer.forward(torch.as_tensor(signals))
     assert z.std(correction=0).item() == pytest.approx(1.0, rel=1e-4)
+    assert z.mean(dim=(0, 1)).abs().max() < 1e-5  # the grand-average response is removed
     torch.testing.assert_close(normalizer.inverse(z), torch.as_tensor(signals))
     per_channel = z.std(dim=(0, 1, 3))
     assert per_channel[1] / per_channel[0] == pytest.approx(5.0, rel=0.3)  # not whitened away

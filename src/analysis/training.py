@@ -67,6 +67,9 @@ class TrainConfig:
     schedule: str = "cosine"
     n_diffusion_steps: int = 1000
     cond_drop_prob: float = 0.1
+    # Timesteps are drawn as t = T·u**t_power: 1 is uniform (DDPM); below 1 favours the
+    # noisy steps, where the prediction depends most on the condition.
+    t_power: float = 1.0
     ema_decay: float = 0.995
     targets: str = "trials"
     seed: int = 0
@@ -77,18 +80,20 @@ class TrainConfig:
 
 @dataclass
 class Normalizer:
-    """Per-channel offset and one global scale, so the diffusion sees unit-variance data.
+    """Subtract the training grand-average response, divide by one global scale.
 
-    One scale for all channels keeps the relative channel amplitudes (the topography).
+    The network then models only what differs between images (and trials), not the ERP
+    shared by all of them. One scale for all channels keeps the relative channel amplitudes
+    (the topography).
     """
 
-    offset: torch.Tensor  # (n_channels, 1)
+    offset: torch.Tensor  # (n_channels, n_times): the training grand average
     scale: float
 
     @classmethod
     def fit(cls, signals: np.ndarray) -> "Normalizer":
         """``signals``: (n_images, n_reps, n_channels, n_times)."""
-        offset = signals.mean(axis=(0, 1, 3))[:, None]
+        offset = signals.mean(axis=(0, 1))
         scale = float((signals - offset).std())
         return cls(torch.as_tensor(offset, dtype=torch.float32), scale or 1.0)
 
@@ -362,8 +367,11 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
             x0 = x_all[idx].to(device)
             cond = cond_all.index(image_of[idx]).to(device)
             drop = (torch.rand(len(idx), generator=g) < train_config.cond_drop_prob).to(device)
+            t = (train_config.n_diffusion_steps
+                 * torch.rand(len(idx), generator=g) ** train_config.t_power).long()
+            t = t.clamp_(max=train_config.n_diffusion_steps - 1).to(device)
             with amp:
-                loss = diffusion.loss(net, x0, cond=cond, drop_cond=drop, generator=noise_g)
+                loss = diffusion.loss(net, x0, cond=cond, drop_cond=drop, generator=noise_g, t=t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
