@@ -165,6 +165,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import NotebookFailed, run
+
+    try:
+        return run(args.dataset, args.subjects, profile=args.profile, root=args.root,
+                   book_root=args.book_root, workdir=args.workdir, device=args.device,
+                   build=not args.no_build)
+    except NotebookFailed as error:
+        print(f"error: {error}\nThe pages and HTML of the last good run were left as they were.",
+              file=sys.stderr)
+        return 1
+
+
 def cmd_book(args: argparse.Namespace) -> int:
     from .book import build_book
 
@@ -253,6 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--output", help="also write the JSON to this file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("run", help="execute the notebooks for some subjects and rebuild the book",
+                       description="Train or load models, execute the per-subject notebooks "
+                                   "(papermill) into book/subjects/<dataset>/sub-XX/, then the "
+                                   "group notebooks over every subject with pages, regenerate "
+                                   "_toc.yml and build the HTML book. Cached models and features "
+                                   "are reused; --subjects 4 adds subject 4 without redoing 1-3.")
+    _add_profile(p)
+    p.add_argument("--dataset", choices=["simulated", "things-eeg2", "things-meg"],
+                   default="simulated")
+    p.add_argument("--root", help="dataset folder (simulated: created under WORKDIR/data if absent)")
+    p.add_argument("--subjects", type=int, nargs="+", required=True)
+    p.add_argument("--book-root", default=".", help="folder holding _config.yml (default: .)")
+    p.add_argument("--workdir", help="caches, checkpoints and results (default: the book root)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--no-build", action="store_true", help="execute notebooks, skip the HTML build")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("book", help="build the HTML book (jupyter-book) from what is in book/")
     p.add_argument("--book-root", default=".", help="folder holding _config.yml (default: .)")
