@@ -19,14 +19,17 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-## book: simulate the built-in dataset and build the HTML book (_build/html/index.html)
+SUBJECTS ?= 1 2 3
+
+## book: simulate the built-in dataset, train/load the models, execute every notebook for
+## SUBJECTS and build the HTML book (_build/html/index.html)
 book: $(STAMP)
-	$(BIN)/python -m analysis simulate --profile $(PROFILE)
-	$(BIN)/python -m analysis book
+	$(BIN)/python -m analysis run --dataset simulated --profile $(PROFILE) --subjects $(SUBJECTS)
 
 ## test: the whole test suite (what CI runs); the book checks need the system Chromium
+## (unit tests, every notebook through nbmake at its ci defaults, the runner end to end)
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200
 
 ## browser: Debian's headless Chromium, driven by Playwright in analysis.book_check
 ## (never `playwright install`: its browser download is unreachable offline)

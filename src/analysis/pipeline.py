@@ -108,21 +108,3 @@ def generated_name(sampling: SamplingConfig) -> str:
 def with_sampling(profile: Profile, **changes) -> SamplingConfig:
     return replace(profile.sampling, **changes)
 
-
-def ensure_dataset(dataset: str, root: str | Path | None, profile: str, workdir: str | Path,
-                   subjects: list[int] | None = None) -> Path:
-    """The dataset root to use; for the built-in dataset, simulate what is missing.
-
-    ``root=None`` with ``dataset='simulated'`` means ``<workdir>/data/simulated/<profile>``.
-    Real datasets must be given a root (they are never downloaded).
-    """
-    if dataset != "simulated":
-        if root is None:
-            raise ValueError(f"dataset '{dataset}' needs --root (the folder you downloaded it to)")
-        return Path(root)
-    from .data.simulated import config_for_profile, simulate_dataset
-
-    root = Path(root) if root is not None else Path(workdir) / "data" / "simulated" / profile
-    config = config_for_profile(profile)
-    wanted = subjects or list(range(1, config.size.n_subjects + 1))
-    return simulate_dataset(root, config, subjects=wanted, progress=False)

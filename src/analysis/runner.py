@@ -117,7 +117,7 @@ def run(dataset: str, subjects: list[int], *, profile: str = "default", root: st
 
     Returns the book build's exit code (0 on success).
     """
-    from .pipeline import ensure_dataset
+    from .experiment import ensure_dataset
 
     book_root = Path(book_root).resolve()
     workdir = Path(workdir).resolve() if workdir else book_root

@@ -1,0 +1,252 @@
+"""One subject's analysis, computed once and cached: what every notebook calls.
+
+A notebook builds a :class:`SubjectRun` from its parameters and asks it for the dataset,
+features, trained generators, generated test signals and baseline predictions. Each is
+computed on first use and cached on disk (features cache, keyed checkpoints, saved
+generated signals), so the five per-subject notebooks share work instead of repeating it,
+and a rerun is fast. Tables a group page needs are saved with :meth:`SubjectRun.save_result`
+and gathered with :func:`load_results`.
+
+Work folder layout (``workdir``)::
+
+    cache/features/            image features (keyed by encoder, weights and images)
+    checkpoints/<dataset>/sub-<n>/<conditioning>-<key>/   generators + generated signals
+    results/<dataset>/sub-<n>/<name>.csv                  tables for the group pages
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from . import pipeline
+from .config import Profile, SamplingConfig, get_profile
+from .models.baselines import MeanResponse, RidgeEncoder
+from .models.conditioning import CONDITIONINGS
+from .training import TrainedModel, match_features
+
+logger = logging.getLogger(__name__)
+
+#: Predictions every fidelity comparison shows, in display order.
+BASELINES = ("ridge", "train_mean")
+
+
+def results_dir(workdir: str | Path, dataset: str, subject: int | str) -> Path:
+    return Path(workdir) / "results" / dataset / f"sub-{subject}"
+
+
+class SubjectRun:
+    """Lazily computed, disk-cached analysis of one subject.
+
+    Parameters
+    ----------
+    dataset : str
+        ``'simulated'``, ``'things-eeg2'`` or ``'things-meg'``.
+    root : path
+        The dataset folder.
+    subject : int
+    profile : str or Profile
+        Run size: model, training and sampling settings.
+    workdir : path
+        Where caches, checkpoints and result tables go.
+    device : str, optional
+        ``None``/``'auto'``, ``'cpu'``, ``'cuda'``.
+    """
+
+    def __init__(self, dataset: str, root: str | Path, subject: int, profile: str | Profile = "ci",
+                 workdir: str | Path = ".", device: str | None = None, progress: bool = True):
+        self.dataset_name = dataset
+        self.root = Path(root)
+        self.subject = int(subject)
+        self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        self.workdir = Path(workdir)
+        self.device = device
+        self.progress = progress
+        self._models: dict[str, TrainedModel] = {}
+        self._timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ inputs
+
+    @cached_property
+    def dataset(self):
+        return pipeline.load_dataset(self.dataset_name, self.root, self.subject)
+
+    @cached_property
+    def features(self):
+        start = time.perf_counter()
+        features = pipeline.dataset_features(self.dataset, self.profile.encoder,
+                                             self.workdir / "cache" / "features",
+                                             device=self.device, progress=self.progress)
+        self._timings["features_s"] = time.perf_counter() - start
+        return features
+
+    @property
+    def encoder_label(self) -> str:
+        """What the book must print next to every encoder-dependent number."""
+        meta = self.features.meta
+        weights = "random init" if meta.get("random_init") else f"pretrained ({meta.get('pretrained')})"
+        return f"CLIP weights: {weights} — open_clip {meta.get('model')}"
+
+    # ------------------------------------------------------------------ models
+
+    def model(self, conditioning: str = "cross_attention", **train_overrides) -> TrainedModel:
+        """Train or load the generator with this conditioning (cached per overrides)."""
+        key = conditioning + json.dumps(train_overrides, sort_keys=True)
+        if key not in self._models:
+            start = time.perf_counter()
+            self._models[key] = pipeline.train_generator(
+                self.dataset, self.features, conditioning, self.profile,
+                self.workdir / "checkpoints", device=self.device, progress=self.progress,
+                **train_overrides)
+            self._timings[f"train_{conditioning}_s"] = time.perf_counter() - start
+        return self._models[key]
+
+    def sampling(self, **changes) -> SamplingConfig:
+        return replace(self.profile.sampling, **changes)
+
+    def generated(self, conditioning: str = "cross_attention", *, train_overrides: dict | None = None,
+                  **sampling_changes) -> np.ndarray:
+        """Generated test signals, shape (n_test_images, n_samples, n_channels, n_times).
+
+        Loaded from next to the checkpoint when this exact sampling was run before.
+        """
+        trained = self.model(conditioning, **(train_overrides or {}))
+        sampling = self.sampling(**sampling_changes)
+        path = trained.path.parent / f"{pipeline.generated_name(sampling)}.npz"
+        if path.is_file():
+            with np.load(path) as saved:
+                if list(saved["image_ids"]) == self.dataset.test.image_ids:
+                    return saved["signals"]
+        start = time.perf_counter()
+        signals = pipeline.generate_test_set(trained, self.dataset, self.features, sampling,
+                                             device=self.device, progress=self.progress)
+        self._timings[f"generate_{conditioning}_s"] = time.perf_counter() - start
+        return signals
+
+    @cached_property
+    def _baselines(self) -> dict[str, np.ndarray]:
+        train = match_features(self.features, self.dataset.train.image_ids).pooled.numpy()
+        test = match_features(self.features, self.dataset.test.image_ids).pooled.numpy()
+        target = self.dataset.train.average()
+        return {"ridge": RidgeEncoder().fit(train, target).predict(test),
+                "train_mean": MeanResponse().fit(train, target).predict(test)}
+
+    def prediction(self, name: str, **sampling_changes) -> np.ndarray:
+        """Predicted test responses ``(n_test_images, n_channels, n_times)`` of a model.
+
+        ``name`` is a conditioning (the generator's mean over its samples per image) or a
+        baseline (``'ridge'``, ``'train_mean'``).
+        """
+        if name in CONDITIONINGS:
+            return self.generated(name, **sampling_changes).mean(axis=1)
+        if name in BASELINES:
+            return self._baselines[name]
+        raise ValueError(f"unknown model '{name}'; expected one of {CONDITIONINGS + BASELINES}")
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def results_dir(self) -> Path:
+        return results_dir(self.workdir, self.dataset_name, self.subject)
+
+    def save_result(self, name: str, frame: pd.DataFrame) -> Path:
+        """Write a result table (atomically) for the group pages; adds subject columns."""
+        folder = self.results_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        frame = frame.assign(dataset=self.dataset_name, subject=self.subject)
+        path = folder / f"{name}.csv"
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def provenance(self) -> dict:
+        """Seeds, versions, device, encoder weights and timings of this run."""
+        import torch
+
+        info = {"dataset": self.dataset_name, "subject": self.subject, "root": str(self.root),
+                "profile": self.profile.name, "encoder": self.encoder_label,
+                "encoder_digest": self.features.meta.get("weights_digest"),
+                "sampling": asdict(self.profile.sampling), "train": dict(self.profile.train),
+                "device": self.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                "versions": {"image2brain": __version__, "torch": torch.__version__,
+                             "numpy": np.__version__, "python": platform.python_version()},
+                "timings_s": {k: round(v, 2) for k, v in self._timings.items()}}
+        info["checkpoints"] = {k: str(m.path) for k, m in self._models.items()}
+        return info
+
+
+def ensure_dataset(dataset: str, root: str | Path | None, profile: str | Profile = "ci",
+                   workdir: str | Path = ".", subjects: list[int] | None = None) -> Path:
+    """The data folder of a notebook's parameters, simulating the built-in dataset if needed.
+
+    Parameters
+    ----------
+    dataset : str
+        ``'simulated'``, ``'things-eeg2'`` or ``'things-meg'``.
+    root : path or None
+        The dataset folder. ``None`` is allowed for ``'simulated'`` only and means
+        ``<workdir>/data/simulated/<profile name>``.
+    profile : str or Profile
+        Its ``simulation`` size is what gets simulated.
+    workdir : path
+        Work folder of the run (see the module docstring).
+    subjects : list of int, optional
+        Subjects that must exist (simulated data only); default all subjects of the
+        profile. Subjects already simulated are never rewritten.
+
+    Returns
+    -------
+    Path
+        The folder to pass as ``root`` to :class:`SubjectRun`.
+
+    Raises
+    ------
+    ValueError
+        ``root`` is None for a real dataset.
+    FileExistsError
+        ``root`` holds a simulated dataset made with other settings.
+    """
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    if dataset != "simulated":
+        if root is None:
+            raise ValueError(f"root: expected the folder of the '{dataset}' data, found None "
+                             "(only dataset='simulated' can be created on the fly)")
+        return Path(root)
+    from .data.simulated import SimulationConfig, simulate_dataset
+
+    # Same folder as `python -m analysis simulate --profile NAME` writes to.
+    root = Path(workdir) / "data" / "simulated" / profile.name if root is None else Path(root)
+    wanted = list(subjects or range(1, profile.simulation.n_subjects + 1))
+    manifest = root / "simulation.json"
+    done = set(json.loads(manifest.read_text()).get("subjects", [])) if manifest.is_file() else set()
+    if not set(wanted) <= done:
+        logger.info("simulating subjects %s of the built-in dataset into %s", wanted, root)
+        simulate_dataset(root, SimulationConfig(size=profile.simulation), subjects=wanted,
+                         progress=False)
+    return root
+
+
+def load_results(workdir: str | Path, dataset: str, name: str) -> pd.DataFrame:
+    """Concatenate one result table over every subject that has it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no subject has saved this table yet (run the per-subject notebooks first).
+    """
+    files = sorted((Path(workdir) / "results" / dataset).glob(f"sub-*/{name}.csv"))
+    if not files:
+        raise FileNotFoundError(f"no subject of '{dataset}' has a '{name}' table under "
+                                f"{Path(workdir) / 'results'}; run the per-subject notebooks first")
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)

@@ -1,0 +1,238 @@
+"""Figures the book pages share that belong to no single evaluation module.
+
+Evaluation figures live beside their metrics (``plot_fidelity`` in
+:mod:`~analysis.evaluation.metrics`, topomaps in :mod:`~analysis.evaluation.topography`,
+decoding plots in :mod:`~analysis.evaluation.decoding`); here are the rest: the dataset's
+ERP and scalp maps, training curves, example waveforms, and group / sweep summaries.
+Every function returns a matplotlib Figure and never calls ``plt.show``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import mne
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from .evaluation import topography
+from .models.conditioning import CONDITIONINGS
+from .summaries import RANGES, example_channels, example_images, group_mean_table, prediction
+
+if TYPE_CHECKING:
+    from .data.contract import EpochedDataset
+    from .experiment import SubjectRun
+
+
+def plot_grand_average(dataset: EpochedDataset) -> Figure:
+    """Butterfly plot of the test ERP (average over images and repetitions), every channel.
+
+    Thin lines are channels (labelled at their largest deflection for the two most
+    extreme), the thick black line the root-mean-square over channels (global field
+    power).
+    """
+    erp = dataset.test.average().mean(axis=0)  # (n_channels, n_times)
+    times = 1e3 * dataset.times
+    fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(erp)))
+    for wave, colour in zip(erp, colours):
+        ax.plot(times, wave, color=colour, lw=0.8)
+    ax.plot(times, np.sqrt((erp ** 2).mean(axis=0)), color="k", lw=2, label="GFP (RMS)")
+    for index in {int(np.argmax(erp.max(axis=1))), int(np.argmin(erp.min(axis=1)))}:
+        t = int(np.argmax(np.abs(erp[index])))
+        ax.annotate(dataset.ch_names[index], (times[t], erp[index, t]), fontsize="small",
+                    xytext=(4, 0), textcoords="offset points")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.axvline(0, color="0.5", lw=0.8, ls=":")
+    ax.set(xlabel="time (ms)", ylabel=f"amplitude ({dataset.meta['units']})",
+           title=f"test ERP, {len(erp)} channels", xlim=(times[0], times[-1]))
+    ax.legend(loc="upper right", fontsize="small")
+    return fig
+
+
+def plot_topomaps(maps: np.ndarray, info: mne.Info, windows=None, *, units: str = "",
+                  title: str = "") -> Figure:
+    """One row of scalp maps, one per time window, on a shared symmetric colour scale.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (n_windows, n_images, n_channels) or (n_windows, n_channels)
+        Window maps (:func:`~analysis.evaluation.topography.window_maps`); averaged over
+        images when they have the axis.
+    info : mne.Info
+        Channels with positions, in the maps' order.
+    windows : dict or sequence of (start, stop), optional
+        The windows of ``maps`` (titles); default the default windows.
+    """
+    maps = np.asarray(maps, float)
+    maps = maps.mean(axis=1) if maps.ndim == 3 else maps
+    windows = topography.default_windows() if windows is None else windows
+    items = (list(windows.items()) if isinstance(windows, Mapping)
+             else [(f"{1e3 * a:g}–{1e3 * b:g} ms", (a, b)) for a, b in windows])
+    if len(items) != len(maps):
+        raise ValueError(f"windows: expected {len(maps)} windows (axis 0 of maps), "
+                         f"found {len(items)}")
+    sphere = topography.topomap_sphere(info)
+    limit = float(np.nanmax(np.abs(maps))) or 1.0
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.4 * len(maps) + 0.8, 3.0),
+                             layout="constrained", squeeze=False)
+    for ax, values, (label, (start, stop)) in zip(axes[0], maps, items):
+        image, _ = mne.viz.plot_topomap(values, info, axes=ax, show=False, sphere=sphere,
+                                        extrapolate="local", vlim=(-limit, limit),
+                                        cmap="RdBu_r", contours=6)
+        ax.set_title(f"{label}\n{1e3 * start:g}–{1e3 * stop:g} ms")
+    fig.colorbar(image, ax=axes[0], shrink=0.8, label=units)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_losses(losses: Mapping[str, Sequence[float]]) -> Figure:
+    """Mean training loss per epoch, one line per model."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), layout="constrained")
+    for name, values in losses.items():
+        ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    ax.set(xlabel="epoch", ylabel="diffusion loss (mean over examples)",
+           title="training loss")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize="small")
+    sns.despine(ax=ax)
+    return fig
+
+
+def plot_example_waveforms(run: SubjectRun, models: Sequence[str] = ("cross_attention", "ridge"),
+                           n_images: int = 3, channels: Sequence[str] | None = None) -> Figure:
+    """Real vs predicted waveforms for a few test images (rows) at a few channels (columns).
+
+    Grey band: real mean ± 1 SEM over test repetitions; black: the real mean; dashed:
+    the noiseless truth (simulated data); coloured: each model's prediction (for a
+    generator, the mean of its samples, with its individual samples as faint lines).
+    """
+    channels = list(channels or example_channels(run))
+    picks = [run.dataset.ch_names.index(c) for c in channels]
+    images = example_images(run, n_images)
+    trials = run.dataset.test.signals
+    times = 1e3 * run.dataset.times
+    noiseless = run.dataset.noiseless["test"] if run.dataset.noiseless is not None else None
+    predictions = {m: prediction(run, m) for m in models}
+    samples = {m: run.generated(m) for m in models if m in CONDITIONINGS}
+    fig, axes = plt.subplots(len(images), len(picks), figsize=(4.2 * len(picks), 2.3 * len(images)),
+                             sharex=True, squeeze=False, layout="constrained")
+    for row, image in enumerate(images):
+        for col, (pick, name) in enumerate(zip(picks, channels)):
+            ax = axes[row, col]
+            reps = trials[image, :, pick]
+            mean, sem = reps.mean(axis=0), reps.std(axis=0, ddof=1) / np.sqrt(len(reps))
+            ax.fill_between(times, mean - sem, mean + sem, color="0.85", lw=0)
+            ax.plot(times, mean, color="k", lw=1.2, label="real (mean ± SEM)")
+            if noiseless is not None:
+                ax.plot(times, noiseless[image, pick], color="k", ls="--", lw=1,
+                        label="noiseless truth")
+            for i, model in enumerate(models):
+                colour = f"C{i}"
+                for sample in samples[model][image] if model in samples else ():
+                    ax.plot(times, sample[pick], color=colour, lw=0.5, alpha=0.35)
+                ax.plot(times, predictions[model][image, pick], color=colour, lw=1.4,
+                        label=model)
+            ax.axvline(0, color="0.5", lw=0.8, ls=":")
+            ax.set_title(f"{run.dataset.test.image_ids[image]} — {name}", fontsize="small")
+            if col == 0:
+                ax.set_ylabel(run.dataset.meta["units"])
+    for ax in axes[-1]:
+        ax.set_xlabel("time (ms)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+    return fig
+
+
+def plot_group_bars(values: pd.DataFrame, quantities: Sequence[str], *,
+                    labels: Mapping[str, str] | None = None,
+                    references: Mapping[str, float] | None = None, ci: float = 0.95) -> Figure:
+    """Group mean per model (bar) with a Student-t CI across subjects, subjects as dots.
+
+    Panels are laid out two per row; CIs are clipped to the quantity's range
+    (:data:`~analysis.summaries.RANGES`).
+
+    Parameters
+    ----------
+    values : pandas.DataFrame
+        Long format with ``subject``, ``model``, ``quantity``, ``value``
+        (:func:`~analysis.summaries.headline_values`).
+    quantities : sequence of str
+        One panel each.
+    labels : dict, optional
+        Axis label per quantity.
+    references : dict, optional
+        A dashed reference line per quantity (e.g. chance: ``{'auc': 0.5}``).
+    """
+    labels, references = dict(labels or {}), dict(references or {})
+    models = list(values["model"].unique())
+    ncols = min(2, len(quantities))
+    nrows = -(-len(quantities) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.6 + 1.0 * len(models) * ncols, 3.4 * nrows),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[len(quantities):]:
+        ax.set_visible(False)
+    for ax, quantity in zip(axes.flat, quantities):
+        part = values[values["quantity"] == quantity]
+        means = group_mean_table(part, ["model"], ci=ci, bounds=RANGES.get(quantity))
+        means = means.set_index("model").reindex(models)
+        x = np.arange(len(models))
+        ax.bar(x, means["mean"], color=sns.color_palette("deep", len(models)), alpha=0.8)
+        ax.errorbar(x, means["mean"], yerr=[means["mean"] - means["ci_low"],
+                                            means["ci_high"] - means["mean"]],
+                    fmt="none", ecolor="k", capsize=4, lw=1)
+        for i, model in enumerate(models):
+            dots = part[part["model"] == model]["value"].to_numpy(dtype=float)
+            ax.plot(np.full(len(dots), i) + np.linspace(-0.15, 0.15, len(dots)), dots, "o",
+                    color="k", ms=3)
+        ax.set_xticks(x, models, rotation=30, ha="right")
+        ax.set_ylabel(labels.get(quantity, quantity.replace("_", " ")))
+        ax.axhline(0, color="0.5", lw=0.8)
+        if quantity in references:
+            ax.axhline(references[quantity], color="k", ls="--", lw=1)
+            ax.annotate("chance", (1.0, references[quantity]), fontsize="small", ha="right",
+                        va="bottom", xycoords=("axes fraction", "data"))
+        sns.despine(ax=ax)
+    return fig
+
+
+def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", "paper_r"),
+               x: str = "setting", *, ceiling_method: str | None = None,
+               xlabel: str | None = None) -> Figure:
+    """Fidelity metrics against a swept setting (one panel each), with bootstrap CIs.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``fidelity_summary``-style rows (``metric``, ``ceiling_method``, ``value``,
+        ``ci_low``, ``ci_high``, ``ceiling``) with an ``x`` column, e.g. from
+        :func:`~analysis.summaries.sampling_sweep` or :func:`~analysis.summaries.seed_table`.
+    metrics : sequence of str
+        One panel per metric.
+    ceiling_method : str, optional
+        Which ceiling rows to use (drawn dashed); default ``'exact'`` when present, else
+        ``'split-half'``.
+    """
+    method = ceiling_method or ("exact" if (table["ceiling_method"] == "exact").any()
+                                else "split-half")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False,
+                             layout="constrained")
+    for ax, metric in zip(axes[0], metrics):
+        rows = table[(table["metric"] == metric) & (table["ceiling_method"] == method)]
+        rows = rows.sort_values(x)
+        ax.errorbar(rows[x], rows["value"], yerr=[rows["value"] - rows["ci_low"],
+                                                  rows["ci_high"] - rows["value"]],
+                    marker="o", capsize=3, color="C0")
+        ceiling = rows["ceiling"].iloc[0] if len(rows) else np.nan
+        if np.isfinite(ceiling):
+            ax.axhline(ceiling, color="0.5", ls="--", lw=1)
+            ax.annotate(f"{method} ceiling", (1.0, ceiling), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize="small", color="0.4")
+        ax.set_xticks(sorted(rows[x].unique()))
+        ax.set(xlabel=xlabel or x.replace("_", " "), ylabel=metric.replace("_", " "))
+        sns.despine(ax=ax)
+    return fig

@@ -1,0 +1,1085 @@
+"""Every table a book page shows, as a function of a :class:`~analysis.experiment.SubjectRun`.
+
+The notebooks stay thin: each table on a page is one call here, computed live from the
+run's (cached) data, predictions and generated signals, so no number is ever typed in.
+Tables are tidy :class:`pandas.DataFrame` s; every headline number comes with a CI and
+every test with a p-value. Per-subject tables are saved for the group pages with
+:func:`save_table` and gathered with :func:`group_results`, which computes what a subject
+is missing (through its cached ``SubjectRun``) instead of failing.
+
+Model names
+-----------
+``'cross_attention'``, ``'concat'``, ``'none'`` (the generator's mean over its samples per
+test image), ``'ridge'``, ``'train_mean'`` (baselines) and, for simulated data only,
+``'noiseless'``: the true mean responses, i.e. a perfect model, used as the reference row.
+
+Units are those of the data (``run.dataset.meta['units']``, e.g. µV); correlations are
+unitless; times are in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from .evaluation import decoding, topography
+from .evaluation.metrics import fidelity_summary, paper_mse, paper_pearson
+from .evaluation.noise_ceiling import NoiseCeiling, exact_ceiling, noise_ceiling_r
+from .evaluation.stats import (bootstrap_ci, format_ci, mean_ignoring_nan,
+                               paired_permutation_test, pearson_r)
+from .models.conditioning import CONDITIONINGS
+
+if TYPE_CHECKING:
+    from .experiment import SubjectRun
+
+#: Every model a fidelity comparison shows, in display order.
+MODELS = ("cross_attention", "concat", "none", "ridge", "train_mean")
+#: The comparisons the paper's claims rest on: its model against the ablation, the linear
+#: baseline of the field and the unconditional generator.
+PAIRS = (("cross_attention", "concat"), ("cross_attention", "ridge"),
+         ("cross_attention", "none"))
+#: Models whose predictions differ per image (a real-vs-generated classifier makes sense).
+PER_IMAGE_MODELS = ("cross_attention", "concat", "none", "ridge")
+#: Where a simulated dataset stores the per-image attributes (``meta`` key).
+_ATTRIBUTES_KEY = "image_attributes"
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def prediction(run: SubjectRun, name: str) -> np.ndarray:
+    """Predicted test responses ``(n_test_images, n_channels, n_times)`` of a model.
+
+    ``name`` is anything :meth:`SubjectRun.prediction` accepts, or ``'noiseless'`` for the
+    true means of simulated data.
+
+    Raises
+    ------
+    ValueError
+        ``'noiseless'`` on a dataset without noiseless means (real recordings).
+    """
+    if name == "noiseless":
+        if run.dataset.noiseless is None:
+            raise ValueError(f"name: 'noiseless' needs simulated data, found dataset "
+                             f"'{run.dataset_name}' without noiseless means")
+        return run.dataset.noiseless["test"]
+    return run.prediction(name)
+
+
+def _with_reference(run: SubjectRun, models: Sequence[str], reference: bool) -> list[str]:
+    models = list(models)
+    if reference and run.dataset.noiseless is not None and "noiseless" not in models:
+        models.append("noiseless")
+    return models
+
+
+def example_images(run: SubjectRun, n: int = 3) -> np.ndarray:
+    """Indices of ``n`` test images spread evenly over the test set (first, …, last)."""
+    n_images = run.dataset.test.n_images
+    return np.unique(np.linspace(0, n_images - 1, min(n, n_images)).round().astype(int))
+
+
+def example_channels(run: SubjectRun, preferred: Sequence[str] = ("Oz", "P8"),
+                     n: int = 2) -> list[str]:
+    """The preferred channels that the recording has, topped up with its first channels."""
+    names = run.dataset.ch_names
+    chosen = [c for c in preferred if c in names][:n]
+    return chosen + [c for c in names if c not in chosen][:n - len(chosen)]
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def design_table(run: SubjectRun) -> pd.DataFrame:
+    """Images, repetitions, concepts, channels and times of each split.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per split (``train``, ``test``): ``n_images``, ``n_reps``, ``n_trials``,
+        ``n_concepts``, ``n_channels``, ``n_times``, ``sfreq`` (Hz), ``units``.
+    """
+    ds = run.dataset
+    rows = []
+    for name, split in (("train", ds.train), ("test", ds.test)):
+        rows.append(dict(split=name, n_images=split.n_images, n_reps=split.n_reps,
+                         n_trials=split.n_images * split.n_reps,
+                         n_concepts=len(set(split.concepts)), n_channels=len(ds.ch_names),
+                         n_times=len(ds.times), sfreq=ds.sfreq, units=ds.meta["units"]))
+    return pd.DataFrame(rows)
+
+
+def noise_ceilings(run: SubjectRun, *, n_splits: int = 20, seed: int = 0
+                   ) -> dict[str, NoiseCeiling]:
+    """The split-half ceiling of the test trials and, for simulated data, the exact one."""
+    trials = run.dataset.test.signals
+    out = {"split-half": noise_ceiling_r(trials, n_splits=n_splits, seed=seed)}
+    if run.dataset.noiseless is not None:
+        out["exact"] = exact_ceiling(run.dataset.noiseless["test"], trials)
+    return out
+
+
+def ceiling_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Noise ceilings on the paper's r and on the encoding score, with bootstrap CIs.
+
+    The paper-r ceiling is a mean of per-image ceilings, so its CI resamples those. The
+    exact encoding ceiling is the encoding score of the noiseless means, so its CI
+    recomputes that score on resampled images; the split-half encoding ceiling is
+    reported without a CI (resampling images inside a split-half estimate is not
+    meaningful).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``method``, ``metric``): ``value``, ``ci_low``, ``ci_high`` (r, unitless).
+    """
+    from .evaluation.metrics import encoding_score_statistic
+
+    rows = []
+    trials = run.dataset.test.signals
+    for method, ceiling in noise_ceilings(run, seed=seed).items():
+        paper = ceiling.paper[np.isfinite(ceiling.paper)]
+        ci = bootstrap_ci(paper, n_boot=n_boot, seed=seed)
+        rows.append(dict(method=method, metric="paper_r", value=ci.value, ci_low=ci.low,
+                         ci_high=ci.high))
+        low = high = np.nan
+        if method == "exact":
+            statistic = encoding_score_statistic(run.dataset.noiseless["test"],
+                                                 trials.mean(axis=1))
+            interval = bootstrap_ci(statistic, n_images=len(trials), n_boot=n_boot, seed=seed,
+                                    vectorized=True)
+            low, high = interval.low, interval.high
+        rows.append(dict(method=method, metric="encoding_score", value=ceiling.encoding_mean,
+                         ci_low=low, ci_high=high))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _checkpoint_record(trained) -> dict:
+    path = trained.path.parent / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def training_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS,
+                   **train_overrides) -> pd.DataFrame:
+    """What was trained (or loaded) for each conditioning, and how long it took.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per conditioning: ``loaded`` (an existing checkpoint was reused),
+        ``epochs``, ``final_loss``, ``n_parameters``, ``device`` (where it was trained),
+        ``train_seconds`` (of the original training), ``seed`` and ``checkpoint`` (path).
+    """
+    rows = []
+    for conditioning in conditionings:
+        trained = run.model(conditioning, **train_overrides)
+        record = _checkpoint_record(trained)
+        rows.append(dict(
+            conditioning=conditioning, loaded=trained.loaded,
+            epochs=trained.train_config.epochs,
+            final_loss=trained.losses[-1] if trained.losses else np.nan,
+            n_parameters=record.get("n_parameters", trained.model.n_parameters()),
+            device=record.get("device", "unknown"),
+            train_seconds=trained.info.get("train_seconds", np.nan),
+            seed=trained.train_config.seed, checkpoint=str(trained.path)))
+    return pd.DataFrame(rows)
+
+
+def config_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) -> pd.DataFrame:
+    """Model and training settings side by side, one column per conditioning.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``(section, setting)`` with ``section`` ``'model'`` or ``'train'``; values as
+        strings so mixed types display cleanly.
+    """
+    columns = {}
+    for conditioning in conditionings:
+        trained = run.model(conditioning)
+        entries = {("model", k): v for k, v in trained.model_config.as_dict().items()}
+        entries.update({("train", k): v for k, v in trained.train_config.as_dict().items()})
+        columns[conditioning] = {k: str(v) for k, v in entries.items()}
+    table = pd.DataFrame(columns)
+    table.index.names = ["section", "setting"]
+    return table
+
+
+def losses(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) -> dict[str, list[float]]:
+    """Mean training loss per epoch of each conditioning (train-or-load)."""
+    return {c: list(run.model(c).losses) for c in conditionings}
+
+
+# --------------------------------------------------------------------------- fidelity
+
+
+def fidelity_table(run: SubjectRun, models: Sequence[str] = MODELS, *, n_boot: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Paper MSE, paper r and encoding score of each model, with CIs and ceilings.
+
+    Each model's prediction is scored by :func:`~analysis.evaluation.metrics.fidelity_summary`
+    against the test trials of ``run`` (one split-half ceiling shared by every model; the
+    exact ceiling too when the data are simulated).
+
+    Parameters
+    ----------
+    run : SubjectRun
+    models : sequence of str
+        Model names (see the module docstring).
+    n_boot : int
+        Bootstrap resamples over test images.
+    seed : int
+        Seed of the bootstrap and of the split halves.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``fidelity_summary`` columns (``metric``, ``ceiling_method``, ``value``,
+        ``ci_low``, ``ci_high``, ``ceiling``, ``pct_of_ceiling``, ``n_undefined``) plus
+        ``model`` first and ``pct_ci_low`` / ``pct_ci_high``: the CI bounds as % of the
+        ceiling (the ceiling taken as fixed). The encoding score of ``train_mean`` is NaN:
+        it predicts the same response for every image, so it has no variance across images.
+    """
+    trials = run.dataset.test.signals
+    noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
+    ceiling = noise_ceiling_r(trials, seed=seed)
+    frames = []
+    for model in models:
+        table = fidelity_summary(prediction(run, model), trials, noiseless, n_boot=n_boot,
+                                 seed=seed, ceiling=ceiling)
+        is_r = table["metric"] != "paper_mse"
+        for bound in ("low", "high"):
+            table[f"pct_ci_{bound}"] = np.where(is_r & (table["ceiling"] > 0),
+                                                100 * table[f"ci_{bound}"] / table["ceiling"],
+                                                np.nan)
+        frames.append(table.assign(model=model))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["model"] + [c for c in out.columns if c != "model"]]
+
+
+def fidelity_by_model(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Split a :func:`fidelity_table` into ``{model: table}`` for ``plot_fidelity``."""
+    return {model: part.drop(columns="model") for model, part in table.groupby("model", sort=False)}
+
+
+def fidelity_display(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A :func:`fidelity_table` as one row per model, cells ``'value [low, high]'``.
+
+    Columns: paper MSE, paper r, encoding score, and the encoding score as % of the exact
+    ceiling when the data are simulated (else of the split-half ceiling).
+    """
+    method = preferred_ceiling(table)
+    scores = table.drop_duplicates(["model", "metric"])
+    wide = ci_pivot(scores, "model", "metric", digits=digits)
+    pct = table[(table["metric"] == "encoding_score") & (table["ceiling_method"] == method)]
+    wide[f"encoding % of {method} ceiling"] = ci_pivot(
+        pct.assign(metric="pct"), "model", "metric", value="pct_of_ceiling", low="pct_ci_low",
+        high="pct_ci_high", digits=1)["pct"]
+    return wide
+
+
+def ci_pivot(table: pd.DataFrame, index: str | list[str], columns: str, *, value: str = "value",
+             low: str = "ci_low", high: str = "ci_high", digits: int = 3) -> pd.DataFrame:
+    """Pivot a tidy table into display cells ``'value [low, high]'`` (order of appearance)."""
+    cells = table.assign(_cell=[format_ci(v, lo, hi, digits) for v, lo, hi in
+                                zip(table[value], table[low], table[high])])
+    wide = cells.pivot(index=index, columns=columns, values="_cell")
+    index_order = cells[index].drop_duplicates()
+    wide = wide.reindex(index=pd.MultiIndex.from_frame(index_order) if isinstance(index, list)
+                        else index_order.to_numpy(),
+                        columns=cells[columns].drop_duplicates().to_numpy())
+    wide.columns.name = None
+    return wide
+
+
+def ci_text(row, digits: int = 3, *, value: str = "value", low: str = "ci_low",
+            high: str = "ci_high", scale: float = 1.0) -> str:
+    """``'value [low, high]'`` of one table row (a namedtuple from ``itertuples`` or a
+    Series), each multiplied by ``scale`` (e.g. 100 for percent)."""
+    get = row.get if isinstance(row, pd.Series) else lambda name: getattr(row, name)
+    return format_ci(scale * get(value), scale * get(low), scale * get(high), digits)
+
+
+_PER_IMAGE_METRICS: dict[str, Callable] = {"paper_r": paper_pearson, "paper_mse": paper_mse}
+
+
+def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
+                 metric: str = "paper_r", *, n_perm: int = 10_000, n_boot: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Is model A better than model B on the same test images? Sign-flip permutation tests.
+
+    For each pair the per-image metric (``'paper_r'`` or ``'paper_mse'``, against the
+    average of the test repetitions) of A minus that of B is tested with
+    :func:`~analysis.evaluation.stats.paired_permutation_test`. Images where either value
+    is undefined are left out of both.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair: ``model_a``, ``model_b``, ``metric``, ``difference`` (mean of
+        A − B; positive favours A for r, B for MSE), ``ci_low``, ``ci_high`` (percentile
+        bootstrap over images), ``p_value`` (two-sided), ``n_images``, ``method``.
+    """
+    if metric not in _PER_IMAGE_METRICS:
+        raise ValueError(f"metric: expected one of {sorted(_PER_IMAGE_METRICS)} (per-image "
+                         f"metrics), found '{metric}'")
+    average = run.dataset.test.average()
+    per_image = {}
+    rows = []
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in per_image:
+                per_image[name] = _PER_IMAGE_METRICS[metric](prediction(run, name), average)
+        va, vb = per_image[a], per_image[b]
+        ok = np.isfinite(va) & np.isfinite(vb)
+        result = paired_permutation_test(va[ok], vb[ok], n_perm=n_perm, n_boot=n_boot, seed=seed)
+        rows.append(dict(model_a=a, model_b=b, metric=metric, difference=result.difference,
+                         ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value,
+                         n_images=result.n_images, method=result.method))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- identification
+
+
+def identification_mask(run: SubjectRun, *, quantile: float = 0.8, seed: int = 0) -> np.ndarray:
+    """The most reliable channel × time features, chosen on the *training* trials only."""
+    return decoding.select_features_by_reliability(run.dataset.train.signals, quantile=quantile,
+                                                   seed=seed)
+
+
+def identify(run: SubjectRun, models: Sequence[str] = MODELS, *, quantile: float = 0.8,
+             seed: int = 0) -> dict[str, decoding.IdentificationResult]:
+    """Zero-shot identification of every test image from each model's prediction.
+
+    Each model's per-image prediction (generators: the mean of their samples) is
+    correlated with every real test average over the features of
+    :func:`identification_mask`; see :func:`~analysis.evaluation.decoding.identification`.
+    """
+    mask = identification_mask(run, quantile=quantile, seed=seed)
+    average = run.dataset.test.average()
+    return {m: decoding.identification(prediction(run, m), average, feature_mask=mask)
+            for m in models}
+
+
+def _wilson(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:
+    interval = scipy_stats.binomtest(int(successes), int(n)).proportion_ci(ci, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def identification_table(run: SubjectRun, models: Sequence[str] = MODELS, *,
+                         n_perm: int = 1000, quantile: float = 0.8, seed: int = 0
+                         ) -> pd.DataFrame:
+    """Top-1 / top-5 identification accuracy of each model, with CIs, chance and p-values.
+
+    Features are the top ``1 - quantile`` most reliable channel × time points of the
+    *training* trials (:func:`identification_mask`), so test data never choose them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``model``, ``statistic``) with ``statistic`` ``'top1'`` or ``'top5'``:
+        ``value`` (fraction of images), ``ci_low`` / ``ci_high`` (Wilson score interval
+        over images), ``chance``, ``p_value`` (permutation of image labels,
+        ``n_perm`` resamples, one-sided), ``mean_rank`` and ``n_images``. A model that
+        predicts the same response for every image (``train_mean``) ties everywhere and
+        ties count against it: top-k = 0.
+    """
+    mask = identification_mask(run, quantile=quantile, seed=seed)
+    average = run.dataset.test.average()
+    rows = []
+    for model in models:
+        pred = prediction(run, model)
+        result = decoding.identification(pred, average, feature_mask=mask)
+        for statistic, value, chance in (("top1", result.top1, result.chance_top1),
+                                         ("top5", result.top5, result.chance_top5)):
+            null = decoding.identification_permutation_null(
+                pred, average, n_perm, seed, feature_mask=mask, statistic=statistic)
+            low, high = _wilson(round(value * result.n_images), result.n_images)
+            rows.append(dict(model=model, statistic=statistic, value=value, ci_low=low,
+                             ci_high=high, chance=chance, p_value=null.p_value,
+                             mean_rank=float(result.ranks.mean()), n_images=result.n_images))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- topography
+
+
+def topography_table(run: SubjectRun, models: Sequence[str] = MODELS, *, windows=None,
+                     reference: bool = True, n_boot: int = 1000, ci: float = 0.95,
+                     seed: int = 0) -> pd.DataFrame:
+    """Spatial correlation of real and predicted scalp maps per time window, with CIs.
+
+    Maps are the responses averaged over each window (default
+    :func:`~analysis.evaluation.topography.default_windows`). Three measures, each a
+    Pearson r across channels:
+
+    - ``'erp_map'``: the maps averaged over test images (the ERP topography). Dominated
+      by the response every image shares, so even ``train_mean`` scores close to 1;
+    - ``'per_image'``: each image's real and predicted map correlated, then averaged;
+    - ``'image_specific'``: the same after removing each side's mean map over images, i.e.
+      whether the model gets the *differences* between images' topographies right
+      (undefined for ``train_mean``, which has none).
+
+    CIs resample test images. Per-image measures: percentile bootstrap of the mean.
+    ``'erp_map'``: a resampled mean map is noisier, so resampled r sit below r and a
+    percentile interval can miss it; instead the bootstrap standard error of Fisher's
+    ``z = arctanh(r)`` gives ``tanh(z ± z_crit · se)``. With ``reference`` and simulated
+    data a ``'noiseless'`` row shows what a perfect model reaches against the noisy maps.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model``, ``window``, ``start``, ``stop`` (s), ``measure``, ``value``,
+        ``ci_low``, ``ci_high``.
+    """
+    labels, bounds = _windows(windows)
+    named = dict(zip(labels, bounds))
+    times = run.dataset.times
+    real = topography.window_maps(run.dataset.test.average(), times, named)
+    z_crit = scipy_stats.norm.ppf(0.5 + ci / 2)
+    rows = []
+    for model in _with_reference(run, models, reference):
+        gen = topography.window_maps(prediction(run, model), times, named)
+        for w, (label, (start, stop)) in enumerate(zip(labels, bounds)):
+            real_w, gen_w = real[w], gen[w]  # (n_images, n_channels)
+            n_images = len(real_w)
+            value = float(pearson_r(real_w.mean(axis=0), gen_w.mean(axis=0)))
+            low = high = np.nan
+            if np.isfinite(value):
+                boot = bootstrap_ci(
+                    lambda idx: pearson_r(real_w[idx].mean(axis=-2), gen_w[idx].mean(axis=-2),
+                                          axis=-1),
+                    n_images=n_images, n_boot=n_boot, ci=ci, seed=seed, vectorized=True,
+                    batch=200)
+                z = np.arctanh(np.clip(value, -1 + 1e-12, 1 - 1e-12))
+                se = np.nanstd(np.arctanh(np.clip(boot.distribution, -1 + 1e-12, 1 - 1e-12)),
+                               ddof=1)
+                low, high = float(np.tanh(z - z_crit * se)), float(np.tanh(z + z_crit * se))
+            rows.append(dict(model=model, window=label, start=start, stop=stop,
+                             measure="erp_map", value=value, ci_low=low, ci_high=high))
+            specific = (real_w - real_w.mean(axis=0), gen_w - gen_w.mean(axis=0))
+            if np.abs(specific[1]).max() <= 1e-9 * np.abs(gen_w).max():
+                specific = (specific[0], np.zeros_like(gen_w))  # rounding noise only: none
+            for measure, (a, b) in (("per_image", (real_w, gen_w)), ("image_specific", specific)):
+                per_image = pearson_r(a, b, axis=-1)
+                value, low, high = mean_ignoring_nan(per_image), np.nan, np.nan
+                if np.isfinite(per_image).all():
+                    interval = bootstrap_ci(per_image, n_boot=n_boot, ci=ci, seed=seed)
+                    low, high = interval.low, interval.high
+                rows.append(dict(model=model, window=label, start=start, stop=stop,
+                                 measure=measure, value=value, ci_low=low, ci_high=high))
+    return pd.DataFrame(rows)
+
+
+def _windows(windows) -> tuple[list[str], list[tuple[float, float]]]:
+    windows = topography.default_windows() if windows is None else windows
+    if isinstance(windows, Mapping):
+        return list(windows), [tuple(map(float, w)) for w in windows.values()]
+    bounds = [tuple(map(float, w)) for w in windows]
+    return [f"{1e3 * a:g}–{1e3 * b:g} ms" for a, b in bounds], bounds
+
+
+def window_maps(run: SubjectRun, model: str | None = None, windows=None) -> np.ndarray:
+    """Window maps ``(n_windows, n_images, n_channels)`` of the real test averages
+    (``model=None``) or of a model's predictions."""
+    responses = run.dataset.test.average() if model is None else prediction(run, model)
+    return topography.window_maps(responses, run.dataset.times, windows)
+
+
+def spatial_timecourses(run: SubjectRun, models: Sequence[str] = MODELS, *,
+                        reference: bool = True) -> dict[str, np.ndarray]:
+    """Spatial correlation of the real and predicted ERP at every time, per model.
+
+    Returns
+    -------
+    dict of str to ndarray, shape (n_times,)
+    """
+    real = run.dataset.test.average()
+    return {m: topography.spatial_correlation_timecourse(real, prediction(run, m))
+            for m in _with_reference(run, models, reference)}
+
+
+def rsa_timecourses(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *,
+                    win: float = 0.03, reference: bool = True) -> dict[str, np.ndarray]:
+    """Similarity (Spearman ρ) of the real and predicted image × image RDMs over time.
+
+    Each time point's RDMs come from the responses smoothed over ``win`` seconds (see
+    :func:`~analysis.evaluation.topography.rsa_timecourse`). Models with one prediction
+    for every image (``train_mean``) have no RDM and are best left out.
+    """
+    real = run.dataset.test.average()
+    return {m: topography.rsa_timecourse(real, prediction(run, m), run.dataset.times, win=win)
+            for m in _with_reference(run, models, reference)}
+
+
+def rsa_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *, windows=None,
+              reference: bool = True, n_perm: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Representational similarity of real and predicted window maps, with permutation p.
+
+    Per window, the image × image RDMs (1 − r across channels) of the real test averages
+    and of the predictions are compared by Spearman ρ over their upper triangles; the
+    p-value permutes the image labels of the predicted RDM (a Mantel test, one-sided,
+    ``(1 + #null >= ρ) / (n_perm + 1)``). No CI: resampling images would duplicate rows of
+    an RDM.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model``, ``window``, ``start``, ``stop``, ``rho``, ``p_value``,
+        ``n_images``.
+    """
+    labels, bounds = _windows(windows)
+    times = run.dataset.times
+    real = topography.window_maps(run.dataset.test.average(), times, dict(zip(labels, bounds)))
+    n = real.shape[1]
+    upper = np.triu_indices(n, k=1)
+    rng = np.random.default_rng(seed)
+    perms = np.argsort(rng.random((n_perm, n)), axis=1)
+    rows = []
+    for model in _with_reference(run, models, reference):
+        gen = topography.window_maps(prediction(run, model), times, dict(zip(labels, bounds)))
+        for w, (label, (start, stop)) in enumerate(zip(labels, bounds)):
+            rank_real = scipy_stats.rankdata(topography.rdm(real[w])[upper])
+            gen_rdm = topography.rdm(gen[w])
+            rho, p = np.nan, np.nan
+            if np.isfinite(gen_rdm).all() and np.ptp(gen_rdm[upper]) > 0:
+                full = np.zeros((n, n))
+                full[upper] = scipy_stats.rankdata(gen_rdm[upper])
+                full = full + full.T
+                rho = float(pearson_r(rank_real, full[upper]))
+                null = np.concatenate([
+                    pearson_r(np.broadcast_to(rank_real, (len(chunk), len(rank_real))),
+                              full[chunk[:, :, None], chunk[:, None, :]][:, upper[0], upper[1]],
+                              axis=-1)
+                    for chunk in np.array_split(perms, max(1, n_perm * n * n // 2**24))])
+                p = float((1 + np.sum(null >= rho)) / (n_perm + 1))
+            rows.append(dict(model=model, window=label, start=start, stop=stop, rho=rho,
+                             p_value=p, n_images=n))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- plausibility
+
+
+def _t_interval(values: np.ndarray, ci: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t CI of the mean; NaN bounds with fewer than 2 finite values."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    sem = scipy_stats.sem(values)
+    if sem == 0:
+        return mean, mean, mean
+    low, high = scipy_stats.t.interval(ci, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def plausibility_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *,
+                       features: Sequence[str] = ("signal",), cv: int = 5,
+                       n_permutations: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Can a classifier tell the real test responses from a model's? ROC AUC and p.
+
+    Like is compared with like: the real examples are the test *averages* over
+    repetitions, the model's examples its per-image *means* (for a generator the mean of
+    its samples; a baseline's single prediction). Comparing single real trials with
+    averages instead would be separable by the noise level alone. AUC 0.5 means the
+    classifier cannot tell them apart (:func:`~analysis.evaluation.decoding.real_vs_generated_auc`).
+
+    Parameters
+    ----------
+    features : sequence of {'signal', 'log_power', 'both'}
+        Classifier inputs to try; the raw signal only reveals differences in the mean,
+        ``'log_power'`` differences in spectrum / variance.
+    cv, n_permutations, seed
+        Folds, label permutations behind the p-value (each costs ``cv`` classifier fits;
+        the smallest possible p is ``1 / (n_permutations + 1)``), and seed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``model``, ``features``): ``auc`` (mean over folds), ``ci_low`` /
+        ``ci_high`` (Student-t interval over the ``cv`` fold AUCs, clipped to [0, 1] — a
+        rough interval, the folds share training data), ``p_value`` (one-sided, AUC above
+        chance), ``n_real``, ``n_generated`` and ``comparison``.
+    """
+    average = run.dataset.test.average()
+    rows = []
+    for model in models:
+        pred = prediction(run, model)
+        for kind in features:
+            result = decoding.real_vs_generated_auc(average, pred, cv=cv, seed=seed,
+                                                    features=kind,
+                                                    n_permutations=n_permutations)
+            _, low, high = np.clip(_t_interval(result.fold_aucs), 0.0, 1.0)
+            rows.append(dict(model=model, features=kind, auc=result.auc, ci_low=low,
+                             ci_high=high, p_value=result.p_value, n_real=result.n_real,
+                             n_generated=result.n_generated,
+                             comparison="real test averages vs per-image predicted means"))
+    return pd.DataFrame(rows)
+
+
+def image_attribute(run: SubjectRun, attribute: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-image labels of an attribute for the training and test images, if known.
+
+    Only the simulated dataset ships an attribute table (``meta['image_attributes']``);
+    for real datasets this returns None.
+    """
+    path = run.dataset.meta.get(_ATTRIBUTES_KEY)
+    if path is None or not Path(path).is_file():
+        return None
+    table = pd.read_csv(path).set_index("image_id")
+    if attribute not in table.columns:
+        raise ValueError(f"attribute: expected a column of {path}, one of "
+                         f"{list(table.columns)}; found '{attribute}'")
+    return (table.loc[run.dataset.train.image_ids, attribute].to_numpy(),
+            table.loc[run.dataset.test.image_ids, attribute].to_numpy())
+
+
+def transfer_table(run: SubjectRun, attribute: str = "curved", model: str = "cross_attention",
+                   *, time_resolved: bool = True, classifier: str | None = None, cv: int = 5,
+                   seed: int = 0) -> pd.DataFrame | None:
+    """Decode an image attribute across real trials and generated samples, both ways.
+
+    Real examples are the single *training* trials; generated examples are the
+    generator's samples for the *test* images, so a decoder never meets the same image
+    on both sides. Generators learn single trials (``targets='trials'``), so one sample
+    is compared with one trial. Balanced accuracy; the within-source baselines are
+    cross-validated with an image's repetitions kept in one fold. See
+    :func:`~analysis.evaluation.decoding.transfer_decoding`.
+
+    ``classifier`` defaults to shrinkage LDA for time-resolved decoding (few channels per
+    time point; about 15 times faster than logistic regression there) and to logistic
+    regression on the whole window (LDA's covariance of all channel × time features
+    would be slow).
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        The ``transfer_decoding`` table, or None when the dataset has no attribute table
+        (real recordings).
+    """
+    labels = image_attribute(run, attribute)
+    if labels is None:
+        return None
+    train_labels, test_labels = labels
+    classifier = classifier or ("lda" if time_resolved else "logistic")
+    x_real, y_real, g_real = decoding.stack_examples(run.dataset.train.signals, train_labels)
+    x_gen, y_gen, g_gen = decoding.stack_examples(run.generated(model), test_labels)
+    return decoding.transfer_decoding(
+        x_real, y_real, x_gen, y_gen, run.dataset.times, time_resolved,
+        names=("real", "generated"), groups_train=g_real, groups_test=g_gen,
+        classifier=classifier, cv=cv, scoring="balanced_accuracy", seed=seed,
+    ).assign(attribute=attribute, model=model)
+
+
+def _real_like_generated(run: SubjectRun, model: str) -> tuple[np.ndarray, str]:
+    """Real test signals comparable with one generated sample: trials or averages."""
+    if run.model(model).train_config.targets == "average":
+        return run.dataset.test.average(), "real test averages"
+    return run.dataset.test.signals, "real test trials"
+
+
+def spectra(run: SubjectRun, models: Sequence[str] = ("cross_attention",)
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Welch power spectra of real test trials and of each generator's samples.
+
+    Returns
+    -------
+    freqs : ndarray, shape (n_freqs,)
+        Hz.
+    psds : dict of str to ndarray, shape (n_freqs,)
+        Mean PSD (units²/Hz) of the real signals comparable with single samples (trials,
+        or averages for a generator trained on averages) and of each model's samples.
+    """
+    real, label = _real_like_generated(run, models[0])
+    freqs, psd = decoding.power_spectra(real, run.dataset.sfreq)
+    psds = {label: psd}
+    for model in models:
+        _, psds[f"{model} samples"] = decoding.power_spectra(run.generated(model),
+                                                             run.dataset.sfreq)
+    return freqs, psds
+
+
+def grand_averages(run: SubjectRun, models: Sequence[str] = ("cross_attention",)
+                   ) -> dict[str, np.ndarray]:
+    """Grand-average responses ``(n_channels, n_times)``: real test data and each model."""
+    out = {"real": run.dataset.test.average().mean(axis=0)}
+    out.update({m: prediction(run, m).mean(axis=0) for m in models})
+    return out
+
+
+def signal_statistics_table(run: SubjectRun, model: str = "cross_attention") -> pd.DataFrame:
+    """Band power, RMS and ERP peak latency / amplitude, real vs one generator's samples.
+
+    Real test trials are set against generated samples (both single-trial-like); ERP
+    peaks come from each side's grand average. See
+    :func:`~analysis.evaluation.decoding.compare_signal_statistics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``statistic``, ``feature``, ``real``, ``generated`` and ``ratio``
+        (generated / real).
+    """
+    real, _ = _real_like_generated(run, model)
+    long = decoding.compare_signal_statistics(real, run.generated(model), run.dataset.sfreq,
+                                              run.dataset.times)
+    wide = long.pivot_table(index=["statistic", "feature"], columns="source", values="value",
+                            sort=False).reset_index()
+    wide.columns.name = None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wide["ratio"] = wide["generated"] / wide["real"]
+    return wide[["statistic", "feature", "real", "generated", "ratio"]]
+
+
+# --------------------------------------------------------------------------- saved results
+
+#: The per-subject tables the group pages read, and how each is computed.
+RESULTS: dict[str, Callable[[SubjectRun], pd.DataFrame]] = {
+    "fidelity": fidelity_table,
+    "paired_tests": paired_tests,
+    "identification": identification_table,
+    "plausibility": plausibility_table,
+    "topography": topography_table,
+}
+
+
+def save_table(run: SubjectRun, name: str, table: pd.DataFrame) -> Path:
+    """Save a per-subject table for the group pages, tagged with its profile and encoder.
+
+    Calls :meth:`SubjectRun.save_result` (which adds ``dataset`` and ``subject``) after
+    adding ``profile`` and ``encoder`` columns, so :func:`load_or_compute` never mixes
+    tables of different run sizes or encoders.
+    """
+    return run.save_result(name, table.assign(profile=run.profile.name,
+                                              encoder=run.encoder_label))
+
+
+def load_or_compute(run: SubjectRun, name: str) -> pd.DataFrame:
+    """The saved table ``name`` of this subject, computed and saved first when missing.
+
+    A saved table made with another profile or encoder is recomputed.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`RESULTS`.
+    """
+    if name not in RESULTS:
+        raise ValueError(f"name: expected one of {sorted(RESULTS)}, found '{name}'")
+    path = run.results_dir / f"{name}.csv"
+    if path.is_file():
+        table = pd.read_csv(path)
+        if ({"profile", "encoder"} <= set(table.columns)
+                and (table["profile"] == run.profile.name).all()
+                and (table["encoder"] == run.encoder_label).all()):
+            return table
+    save_table(run, name, RESULTS[name](run))
+    return pd.read_csv(path)
+
+
+def group_results(runs: Mapping[int, SubjectRun], name: str) -> pd.DataFrame:
+    """One saved table for every subject of ``runs``, concatenated (computing missing ones)."""
+    return pd.concat([load_or_compute(run, name) for run in runs.values()], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- group summaries
+
+
+#: The range each summarised quantity can take; CIs are clipped to it.
+RANGES: dict[str, tuple[float, float]] = {
+    "paper_r": (-1.0, 1.0), "encoding_score": (-1.0, 1.0), "paper_mse": (0.0, np.inf),
+    "top1": (0.0, 1.0), "top5": (0.0, 1.0), "auc": (0.0, 1.0),
+}
+
+
+def group_mean_table(values: pd.DataFrame, by: Sequence[str], value: str = "value",
+                     ci: float = 0.95, bounds: tuple[float, float] | None = None
+                     ) -> pd.DataFrame:
+    """Mean over subjects (or seeds) with a Student-t CI, per group of ``by``.
+
+    The t-interval (``scipy.stats.t.interval`` with ``n - 1`` degrees of freedom) treats
+    subjects as a random sample; with 2 subjects it is honest but very wide (± 12.7
+    standard errors), with 1 it is undefined (NaN). Bounds are clipped to the range the
+    quantity can take: ``bounds`` when given, else :data:`RANGES` of the group's
+    ``quantity`` or ``metric`` value when ``by`` has such a column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``by`` columns, ``mean``, ``ci_low``, ``ci_high``, ``n`` (finite values used).
+    """
+    rows = []
+    for key, part in values.groupby(list(by), sort=False):
+        mean, low, high = _t_interval(part[value].to_numpy(), ci)
+        key = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        lo, hi = bounds or RANGES.get(key.get("quantity", key.get("metric")), (-np.inf, np.inf))
+        rows.append({**key, "mean": mean, "ci_low": np.clip(low, lo, hi),
+                     "ci_high": np.clip(high, lo, hi),
+                     "n": int(np.isfinite(part[value].to_numpy(dtype=float)).sum())})
+    return pd.DataFrame(rows)
+
+
+def preferred_ceiling(fidelity: pd.DataFrame) -> str:
+    """``'exact'`` when a fidelity table has exact-ceiling rows (simulated), else split-half."""
+    return "exact" if (fidelity["ceiling_method"] == "exact").any() else "split-half"
+
+
+def headline_values(fidelity: pd.DataFrame, identification: pd.DataFrame | None = None,
+                    plausibility: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-subject headline numbers in long format, from the saved group tables.
+
+    Quantities: ``encoding_pct_ceiling`` (encoding score as % of the exact ceiling when
+    the data are simulated, else of the split-half ceiling), ``encoding_score``,
+    ``paper_r``, ``paper_mse``, ``top1`` (identification, fraction) and ``auc``
+    (real-vs-predicted, raw-signal classifier).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``subject``, ``model``, ``quantity``, ``value``.
+    """
+    scores = fidelity.drop_duplicates(["subject", "model", "metric"])  # same value per ceiling
+    encoding = fidelity[(fidelity["metric"] == "encoding_score")
+                        & (fidelity["ceiling_method"] == preferred_ceiling(fidelity))]
+    parts = [encoding.assign(quantity="encoding_pct_ceiling", value=encoding["pct_of_ceiling"])]
+    parts += [scores[scores["metric"] == m].assign(quantity=m)
+              for m in ("encoding_score", "paper_r", "paper_mse")]
+    if identification is not None:
+        parts.append(identification[identification["statistic"] == "top1"].assign(
+            quantity="top1"))
+    if plausibility is not None:
+        parts.append(plausibility[plausibility["features"] == "signal"].assign(
+            quantity="auc", value=lambda d: d["auc"]))
+    return pd.concat([p[["subject", "model", "quantity", "value"]] for p in parts],
+                     ignore_index=True)
+
+
+def headline_table(values: pd.DataFrame, ci: float = 0.95, digits: int = 3,
+                   percent_digits: int = 1) -> pd.DataFrame:
+    """Group mean [t-interval CI] per model and quantity, as a display table.
+
+    Parameters
+    ----------
+    values : pandas.DataFrame
+        From :func:`headline_values`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, one column per quantity, cells ``'mean [low, high]'``, plus
+        ``n_subjects``.
+    """
+    means = group_mean_table(values, ["model", "quantity"], ci=ci)
+    means["cell"] = [format_ci(m, lo, hi, percent_digits if q.endswith("pct_ceiling") else digits)
+                     for q, m, lo, hi in zip(means["quantity"], means["mean"], means["ci_low"],
+                                             means["ci_high"])]
+    table = means.pivot(index="model", columns="quantity", values="cell")
+    table = table.reindex(index=[m for m in values["model"].unique()],
+                          columns=[q for q in values["quantity"].unique()])
+    table["n_subjects"] = values.groupby("model")["subject"].nunique()
+    table.columns.name = None
+    return table
+
+
+@dataclass
+class InterSubjectTopography:
+    """Subject × subject similarity of real and generated scalp maps (one model).
+
+    Attributes
+    ----------
+    subjects : list of int
+    real, generated : ndarray, shape (n_subjects, n_subjects)
+        Correlation of subjects' real maps with each other, and of generated maps.
+    generated_vs_real : ndarray, shape (n_subjects, n_subjects)
+        Rows: generated maps of a subject; columns: real maps of a subject.
+    own_vs_other : topography.OwnVsOther
+        Whether generated maps match their own subject's real maps best, with a
+        permutation p over subject labels (exact with few subjects: the smallest possible
+        p is ``1 / n_subjects!``).
+    """
+
+    subjects: list
+    real: np.ndarray
+    generated: np.ndarray
+    generated_vs_real: np.ndarray
+    own_vs_other: topography.OwnVsOther
+
+
+def inter_subject_topography(runs: Mapping[int, SubjectRun], model: str = "cross_attention",
+                             *, windows=None, n_perm: int = 10_000, seed: int = 0
+                             ) -> InterSubjectTopography:
+    """Compare subjects' real and generated window maps (all windows concatenated)."""
+    real = {s: window_maps(run, None, windows) for s, run in runs.items()}
+    gen = {s: window_maps(run, model, windows) for s, run in runs.items()}
+    return InterSubjectTopography(
+        subjects=list(runs),
+        real=topography.subject_similarity_matrix(real),
+        generated=topography.subject_similarity_matrix(gen),
+        generated_vs_real=topography.subject_similarity_matrix(gen, real),
+        own_vs_other=topography.own_vs_other_index(gen, real, n_perm=n_perm, seed=seed))
+
+
+def own_vs_other_table(runs: Mapping[int, SubjectRun],
+                       models: Sequence[str] = ("cross_attention", "ridge"), *,
+                       windows=None, n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Own-vs-other index of each model's maps, with its permutation p and null size.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model: ``index`` (mean over subjects of own − mean other r),
+        ``p_value`` (one-sided), ``exact`` (all permutations enumerated), ``n_permutations``,
+        ``min_p`` (the smallest p this many subjects allow) and ``per_subject``.
+    """
+    rows = []
+    for model in models:
+        result = inter_subject_topography(runs, model, windows=windows, n_perm=n_perm,
+                                          seed=seed).own_vs_other
+        n_null = len(result.null)
+        rows.append(dict(model=model, index=result.index, p_value=result.p_value,
+                         exact=result.exact, n_permutations=n_null,
+                         min_p=1 / n_null if result.exact else 1 / (n_null + 1),
+                         per_subject=", ".join(f"{s}: {v:.3f}" for s, v in
+                                               zip(result.subjects, result.per_subject))))
+    return pd.DataFrame(rows)
+
+
+def _fidelity_rows(run: SubjectRun, pred: np.ndarray, n_boot: int, seed: int) -> pd.DataFrame:
+    trials = run.dataset.test.signals
+    noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
+    table = fidelity_summary(pred, trials, noiseless, n_boot=n_boot, seed=seed)
+    return table[table["metric"] != "paper_mse"]
+
+
+def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
+                   conditioning: str = "cross_attention", *, n_boot: int = 500,
+                   seed: int = 0) -> pd.DataFrame:
+    """Fidelity of one generator as one sampling setting varies (e.g. guidance, steps).
+
+    Parameters
+    ----------
+    parameter : str
+        A :class:`~analysis.config.SamplingConfig` field, e.g. ``'guidance_scale'`` or
+        ``'steps'``.
+    values : sequence
+        Settings to try; generated signals are cached per setting.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``fidelity_summary`` rows for ``paper_r`` and ``encoding_score`` with
+        ``parameter`` and ``setting`` columns.
+    """
+    frames = [_fidelity_rows(run, run.prediction(conditioning, **{parameter: v}), n_boot, seed)
+              .assign(parameter=parameter, setting=v) for v in values]
+    return pd.concat(frames, ignore_index=True)
+
+
+def seed_table(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
+               conditioning: str = "cross_attention", *, n_boot: int = 500,
+               seed: int = 0) -> pd.DataFrame:
+    """Fidelity of the generator trained with each training seed (train-or-load each).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``fidelity_summary`` rows for ``paper_r`` and ``encoding_score`` with a
+        ``train_seed`` column; summarise across seeds with :func:`group_mean_table`.
+    """
+    default = run.profile.train.get("seed", 0)
+    frames = []
+    for s in seeds:
+        overrides = {} if s == default else {"seed": s}
+        pred = run.prediction(conditioning, train_overrides=overrides)
+        frames.append(_fidelity_rows(run, pred, n_boot, seed).assign(train_seed=s))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+def environment_versions() -> pd.DataFrame:
+    """Versions of Python and of the packages behind every number (name, version)."""
+    import importlib.metadata as metadata
+
+    from . import __version__
+
+    rows = [("python", platform.python_version()), ("image2brain", __version__)]
+    for dist in ("torch", "mne", "numpy", "scipy", "pandas", "scikit-learn", "open_clip_torch",
+                 "matplotlib", "seaborn"):
+        try:
+            rows.append((dist, metadata.version(dist)))
+        except metadata.PackageNotFoundError:
+            rows.append((dist, "not installed"))
+    rows.append(("platform", platform.platform()))
+    return pd.DataFrame(rows, columns=["name", "version"])
+
+
+def git_commit(path: str | Path = ".") -> str:
+    """``git rev-parse HEAD`` of the repository holding ``path`` (plus ``-dirty`` with
+    uncommitted changes), or ``'unknown'`` outside a git checkout or without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=path, capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS
+                     ) -> pd.DataFrame:
+    """Per generator: seeds, device, encoder weights, timings of training and sampling.
+
+    Read from each checkpoint's ``config.json`` and the records saved next to its
+    generated signals, so the timings are those of the original runs even when this
+    session only loaded them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per conditioning: ``train_seed``, ``sampling_seed``, ``trained_on``,
+        ``n_parameters``, ``encoder``, ``encoder_digest``, ``train_seconds``,
+        ``generate_seconds``, ``signals_per_s``, ``started``, ``checkpoint_key``.
+    """
+    from .pipeline import generated_name
+
+    sampling = run.sampling()
+    rows = []
+    for conditioning in conditionings:
+        trained = run.model(conditioning)
+        record = _checkpoint_record(trained)
+        generated = trained.path.parent / f"{generated_name(sampling)}.json"
+        gen = json.loads(generated.read_text()) if generated.is_file() else {}
+        encoder = record.get("encoder", {})
+        weights = "random init" if encoder.get("random_init") else encoder.get("pretrained")
+        rows.append(dict(
+            conditioning=conditioning, train_seed=trained.train_config.seed,
+            sampling_seed=sampling.seed, trained_on=record.get("device", "unknown"),
+            n_parameters=record.get("n_parameters"),
+            encoder=f"{encoder.get('model')} ({weights})",
+            encoder_digest=str(encoder.get("weights_digest"))[:16],
+            train_seconds=trained.info.get("train_seconds", np.nan),
+            generate_seconds=gen.get("seconds", np.nan),
+            signals_per_s=gen.get("signals_per_s", np.nan),
+            started=record.get("started"), checkpoint_key=str(record.get("key"))[:12]))
+    return pd.DataFrame(rows)

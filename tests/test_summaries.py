@@ -1,0 +1,266 @@
+"""The tables and figures of the book pages, on a tiny simulated subject trained in seconds.
+
+Each table is checked for its columns, for CIs that bracket their values, and for facts
+that hold by construction: the noiseless truth scores exactly the exact ceiling, the
+train-mean baseline has no encoding score and cannot identify images, a model compared
+with itself differs by exactly zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from analysis import plots, summaries
+from analysis.config import SamplingConfig, SimulationSize, get_profile
+from analysis.experiment import SubjectRun, ensure_dataset
+
+matplotlib.use("Agg")
+
+SIZE = SimulationSize(n_subjects=2, n_train_concepts=12, n_train_images_per_concept=2,
+                      n_test_concepts=10, n_train_reps=2, n_test_reps=4, image_size=32)
+PROFILE = dataclasses.replace(
+    get_profile("ci"), simulation=SIZE,
+    unet=dict(base_channels=8, channel_mults=(1, 2), context_dim=8, concat_maps=4, heads=2),
+    train=dict(epochs=1, batch_size=16, warmup_steps=2, n_diffusion_steps=100),
+    sampling=SamplingConfig(steps=3, n_samples=2))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def runs(workdir):
+    root = ensure_dataset("simulated", None, PROFILE, workdir)
+    return {s: SubjectRun("simulated", root, s, PROFILE, workdir, device="cpu", progress=False)
+            for s in (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def run(runs):
+    return runs[1]
+
+
+def brackets(table: pd.DataFrame, value: str = "value") -> bool:
+    finite = table.dropna(subset=["ci_low", "ci_high"])
+    return bool(((finite["ci_low"] <= finite[value] + 1e-12)
+                 & (finite[value] <= finite["ci_high"] + 1e-12)).all())
+
+
+def test_ensure_dataset_simulates_once_into_the_workdir(workdir, runs):
+    root = workdir / "data" / "simulated" / "ci"
+    assert (root / "simulation.json").is_file()
+    stamp = (root / "simulation.json").stat().st_mtime_ns
+    assert ensure_dataset("simulated", None, PROFILE, workdir) == root
+    assert (root / "simulation.json").stat().st_mtime_ns == stamp  # nothing rewritten
+    with pytest.raises(ValueError, match="root"):
+        ensure_dataset("things-eeg2", None, PROFILE, workdir)
+
+
+def test_fidelity_table_scores_every_model_with_cis(run):
+    table = summaries.fidelity_table(run, summaries.MODELS + ("noiseless",), n_boot=200)
+    assert list(table.columns[:3]) == ["model", "metric", "ceiling_method"]
+    assert {"value", "ci_low", "ci_high", "ceiling", "pct_of_ceiling", "pct_ci_low",
+            "pct_ci_high"} <= set(table.columns)
+    assert list(table["model"].unique()) == list(summaries.MODELS) + ["noiseless"]
+    per_image = table[table["metric"] != "encoding_score"]
+    assert brackets(per_image)
+    # The train-mean baseline predicts the same response for every image: no encoding score.
+    mean_enc = table.query("model == 'train_mean' and metric == 'encoding_score'")
+    assert mean_enc["value"].isna().all()
+    # The noiseless truth scores exactly the exact ceiling, i.e. 100 % of it.
+    truth = table.query("model == 'noiseless' and ceiling_method == 'exact' "
+                        "and metric != 'paper_mse'")
+    np.testing.assert_allclose(truth["value"], truth["ceiling"], rtol=1e-9)
+    np.testing.assert_allclose(truth["pct_of_ceiling"], 100.0, rtol=1e-9)
+    assert set(summaries.fidelity_by_model(table)) == set(table["model"])
+
+
+def test_paired_tests_give_differences_with_ci_and_p(run):
+    table = summaries.paired_tests(run, n_perm=200, n_boot=200)
+    assert [tuple(p) for p in table[["model_a", "model_b"]].to_numpy()] == list(summaries.PAIRS)
+    assert brackets(table, "difference")
+    assert ((table["p_value"] > 0) & (table["p_value"] <= 1)).all()
+    same = summaries.paired_tests(run, [("ridge", "ridge")], metric="paper_mse", n_perm=50,
+                                  n_boot=50).iloc[0]
+    assert same["difference"] == 0 and same["p_value"] == 1
+    with pytest.raises(ValueError, match="metric"):
+        summaries.paired_tests(run, metric="encoding_score")
+
+
+def test_identification_table_has_chance_cis_and_p(run):
+    table = summaries.identification_table(run, ("cross_attention", "ridge", "train_mean"),
+                                           n_perm=100)
+    assert set(table["statistic"]) == {"top1", "top5"}
+    assert brackets(table)
+    n = run.dataset.test.n_images
+    top1 = table[table["statistic"] == "top1"]
+    np.testing.assert_allclose(top1["chance"], 1 / n)
+    # Identical predictions tie everywhere and ties count against the correct image.
+    baseline = table[table["model"] == "train_mean"]
+    assert (baseline["value"] == 0).all() and (baseline["value"] <= baseline["chance"]).all()
+    assert (table["p_value"] > 0).all() and (table["p_value"] <= 1).all()
+    ranks = summaries.identify(run, ("ridge",))["ridge"].ranks
+    assert ranks.shape == (n,) and ranks.min() >= 1
+
+
+def test_topography_and_rsa_tables(run):
+    table = summaries.topography_table(run, ("cross_attention", "train_mean"), n_boot=200)
+    assert set(table["measure"]) == {"erp_map", "per_image", "image_specific"}
+    assert set(table["model"]) == {"cross_attention", "train_mean", "noiseless"}
+    assert set(table["window"]) == {"P1", "N1", "P300"}
+    assert brackets(table)
+    assert table["value"].dropna().between(-1, 1).all()
+    # The train mean has no image-specific topography at all.
+    specific = table.query("model == 'train_mean' and measure == 'image_specific'")
+    assert specific["value"].isna().all()
+    rsa = summaries.rsa_table(run, ("ridge", "train_mean"), n_perm=100)
+    assert rsa.query("model == 'train_mean'")["rho"].isna().all()  # no RDM without variation
+    assert rsa.query("model == 'noiseless'")["rho"].notna().all()
+    curves = summaries.spatial_timecourses(run, ("ridge",))
+    assert curves["ridge"].shape == run.dataset.times.shape
+    rsa_curves = summaries.rsa_timecourses(run, ("ridge",), reference=False)
+    assert set(rsa_curves) == {"ridge"}
+
+
+def test_plausibility_and_transfer(run):
+    table = summaries.plausibility_table(run, ("cross_attention", "ridge"), cv=3,
+                                         n_permutations=5)
+    assert table["auc"].between(0, 1).all()
+    assert ((table["p_value"] > 0) & (table["p_value"] <= 1)).all()
+    assert brackets(table, "auc")
+    transfer = summaries.transfer_table(run, "curved", time_resolved=False, cv=3)
+    assert set(transfer["direction"]) == {"real→generated", "generated→real",
+                                          "real→real (cv)", "generated→generated (cv)"}
+    assert transfer["accuracy"].between(0, 1).all()
+
+
+def test_transfer_is_skipped_without_an_attribute_table(run, monkeypatch):
+    monkeypatch.setitem(run.dataset.meta, "image_attributes", None)
+    assert summaries.transfer_table(run) is None
+    assert summaries.image_attribute(run, "curved") is None
+
+
+def test_overview_training_and_signal_tables(run):
+    design = summaries.design_table(run)
+    assert design.set_index("split").loc["test", "n_reps"] == SIZE.n_test_reps
+    ceilings = summaries.ceiling_table(run, n_boot=100)
+    assert set(ceilings["method"]) == {"split-half", "exact"}
+    assert brackets(ceilings)
+    training = summaries.training_table(run)
+    assert list(training["conditioning"]) == ["cross_attention", "concat", "none"]
+    assert (training["n_parameters"] > 0).all() and (training["epochs"] == 1).all()
+    assert summaries.config_table(run).loc[("train", "epochs")].eq("1").all()
+    assert all(len(v) == 1 for v in summaries.losses(run).values())
+    stats = summaries.signal_statistics_table(run)
+    assert {"real", "generated", "ratio"} <= set(stats.columns)
+    freqs, psds = summaries.spectra(run)
+    assert all(p.shape == freqs.shape for p in psds.values())
+    assert set(summaries.grand_averages(run, ("ridge",))) == {"real", "ridge"}
+
+
+def test_saved_tables_are_reused_and_recomputed_for_another_profile(runs, monkeypatch):
+    run = runs[1]
+    path = summaries.save_table(run, "plausibility", pd.DataFrame({"auc": [0.123]}))
+    assert summaries.load_or_compute(run, "plausibility")["auc"].tolist() == [0.123]
+    other = pd.read_csv(path).assign(profile="default")
+    other.to_csv(path, index=False)
+    monkeypatch.setitem(summaries.RESULTS, "plausibility",
+                        lambda r: pd.DataFrame({"auc": [0.5]}))
+    group = summaries.group_results(runs, "plausibility")
+    assert group["auc"].tolist() == [0.5, 0.5]  # subject 1 recomputed, subject 2 computed
+    assert sorted(group["subject"]) == [1, 2] and (group["profile"] == "ci").all()
+
+
+def test_group_mean_table_is_a_t_interval():
+    values = pd.DataFrame({"model": ["a"] * 3 + ["b"], "value": [1.0, 2.0, 3.0, 5.0]})
+    table = summaries.group_mean_table(values, ["model"]).set_index("model")
+    half = 4.302652729749464 * 1.0 / np.sqrt(3)  # t(0.975, df=2) * sd / sqrt(n)
+    np.testing.assert_allclose(table.loc["a", ["mean", "ci_low", "ci_high"]],
+                               [2.0, 2.0 - half, 2.0 + half])
+    assert table.loc["b", "mean"] == 5.0 and np.isnan(table.loc["b", "ci_low"])
+
+
+def test_headline_from_saved_tables(runs):
+    fidelity = summaries.group_results(runs, "fidelity")
+    values = summaries.headline_values(fidelity)
+    assert set(values["quantity"]) == {"encoding_pct_ceiling", "encoding_score", "paper_r",
+                                       "paper_mse"}
+    assert len(values.query("model == 'ridge' and quantity == 'paper_r'")) == 2
+    table = summaries.headline_table(values)
+    assert list(table.index) == list(summaries.MODELS)
+    assert (table["n_subjects"] == 2).all()
+    fig = plots.plot_group_bars(values, ["encoding_pct_ceiling", "paper_r"])
+    assert isinstance(fig, Figure)
+
+
+def test_inter_subject_topography(runs):
+    result = summaries.inter_subject_topography(runs, "ridge")
+    assert result.real.shape == (2, 2)
+    np.testing.assert_allclose(np.diag(result.real), 1.0)
+    assert result.own_vs_other.exact and len(result.own_vs_other.null) == 2
+    table = summaries.own_vs_other_table(runs, ("ridge",))
+    assert table.loc[0, "min_p"] == 0.5
+
+
+def test_sweeps_and_seeds(run):
+    sweep = summaries.sampling_sweep(run, "guidance_scale", [0.0, 1.0], n_boot=50)
+    assert sorted(sweep["setting"].unique()) == [0.0, 1.0]
+    seeds = summaries.seed_table(run, (0, 1), n_boot=50)
+    assert sorted(seeds["train_seed"].unique()) == [0, 1]
+    rows = seeds.query("metric == 'paper_r' and ceiling_method == 'exact'")
+    assert len(summaries.group_mean_table(rows, ["metric"])) == 1
+    assert isinstance(plots.plot_sweep(sweep, xlabel="guidance scale"), Figure)
+
+
+def test_provenance_versions_and_commit(run, tmp_path):
+    table = summaries.provenance_table(run)
+    assert (table["encoder"].str.contains("random init")).all()
+    versions = summaries.environment_versions().set_index("name")["version"]
+    assert {"python", "torch", "mne", "numpy", "open_clip_torch"} <= set(versions.index)
+    assert summaries.git_commit(tmp_path) == "unknown"
+
+
+def test_figure_helpers_return_figures(run):
+    figures = [
+        plots.plot_grand_average(run.dataset),
+        plots.plot_topomaps(summaries.window_maps(run), run.dataset.info, units="µV"),
+        plots.plot_losses(summaries.losses(run)),
+        plots.plot_example_waveforms(run, ("cross_attention", "ridge"), n_images=2),
+    ]
+    assert all(isinstance(f, Figure) for f in figures)
+    assert summaries.example_channels(run) == ["Oz", "P8"]
+    assert list(summaries.example_images(run, 3)) == [0, 4, 9]
+
+
+def test_display_tables(run):
+    fidelity = summaries.fidelity_table(run, ("ridge", "train_mean"), n_boot=50)
+    display = summaries.fidelity_display(fidelity)
+    assert list(display.index) == ["ridge", "train_mean"]
+    assert list(display.columns) == ["paper_mse", "paper_r", "encoding_score",
+                                     "encoding % of exact ceiling"]
+    row = fidelity.query("model == 'ridge' and metric == 'paper_r'").iloc[0]
+    assert display.loc["ridge", "paper_r"] == summaries.format_ci(row["value"], row["ci_low"],
+                                                                  row["ci_high"], 3)
+
+
+def test_group_means_are_clipped_to_the_range_of_the_quantity():
+    values = pd.DataFrame({"quantity": ["auc", "auc", "paper_mse", "paper_mse"],
+                           "value": [0.9, 1.0, 0.1, 5.0]})
+    table = summaries.group_mean_table(values, ["quantity"]).set_index("quantity")
+    assert table.loc["auc", "ci_high"] == 1.0 and table.loc["paper_mse", "ci_low"] == 0.0
+    clipped = summaries.group_mean_table(values, ["quantity"], bounds=(0.5, 0.6))
+    assert clipped["ci_low"].eq(0.5).all()
+
+
+def test_ci_text_formats_rows_and_series():
+    table = pd.DataFrame({"value": [0.5], "ci_low": [0.4], "ci_high": [0.6], "auc": [0.7]})
+    assert summaries.ci_text(next(table.itertuples()), 2) == "0.50 [0.40, 0.60]"
+    assert summaries.ci_text(table.iloc[0], 1, scale=100) == "50.0 [40.0, 60.0]"
