@@ -628,3 +628,30 @@ def test_cuda_sampling_matches_cpu_with_a_cpu_generator():
     ema.update(net)
     ema.copy_to(net)
     assert ema.shadow["weight"].device.type == "cuda"
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_min_snr_weighting_is_min_snr_gamma_times_the_x0_error(schedule, prediction):
+    """An oracle built around x0 + δ predicts x̂0 = x0 + δ; its weighted loss must then be
+    min(SNR_t, γ)·mean(δ²) for either parameterisation (Hang et al. 2023, eq. 8)."""
+    diffusion = GaussianDiffusion(schedule, prediction=prediction)
+    x0, delta = make_x0(), 0.1 * make_x0(seed=1)
+    t = torch.tensor([5, 300, 990])  # SNR far above, near and far below γ = 5
+    per_sample = diffusion.loss(make_oracle(diffusion, x0 + delta), x0, t=t, reduction="none",
+                                weighting="min_snr", min_snr_gamma=5.0,
+                                generator=torch.Generator().manual_seed(0))
+    snr = schedule.alphas_cumprod[t] / (1 - schedule.alphas_cumprod[t])
+    expected = snr.clamp(max=5.0) * delta.square().flatten(1).mean(1)
+    torch.testing.assert_close(per_sample, expected, rtol=1e-6, atol=1e-12)
+    assert snr[0] > 5 > snr[2]
+
+
+def test_min_snr_weight_and_bad_weighting(schedule):
+    diffusion = GaussianDiffusion(schedule, prediction="eps")
+    t = torch.tensor([0, 999])
+    snr = diffusion.snr(t)
+    torch.testing.assert_close(diffusion.min_snr_weight(t, 5.0), torch.stack([5.0 / snr[0], snr[1] / snr[1]]))
+    with pytest.raises(ValueError, match="weighting must be 'uniform' or 'min_snr'"):
+        diffusion.loss(linear_model, make_x0(), weighting="snr")
+    with pytest.raises(ValueError, match="min_snr_gamma must be positive"):
+        diffusion.min_snr_weight(t, 0.0)

@@ -11,6 +11,7 @@ import torch
 from analysis.config import SimulationSize
 from analysis.data import simulated as sim
 from analysis.encoders import ImageFeatures
+from analysis.models.conditioning import Condition, FeatureScaler
 from analysis.training import (FINAL, PARTIAL, Normalizer, TrainConfig, checkpoint_key,
                                match_features, model_config_for, train_or_load)
 
@@ -127,16 +128,35 @@ def test_every_conditioning_trains_and_samples(dataset, features, tmp_path, cond
 def test_normalizer_removes_the_grand_average_and_keeps_the_topography():
     rng = np.random.default_rng(0)
     erp = np.sin(np.linspace(0, 3, 10))  # shared by all images
-    signals = (rng.standard_normal((40, 2, 3, 10)) * [[[[1.0], [5.0], [2.0]]]] + 7 + erp)
-    signals = signals.astype(np.float32)
-    normalizer = Normalizer.fit(signals)
-    torch.testing.assert_close(normalizer.offset, torch.as_tensor(signals.mean(axis=(0, 1))))
-    z = normalizer.forward(torch.as_tensor(signals))
-    assert z.std(correction=0).item() == pytest.approx(1.0, rel=1e-4)
-    assert z.mean(dim=(0, 1)).abs().max() < 1e-5  # the grand-average response is removed
-    torch.testing.assert_close(normalizer.inverse(z), torch.as_tensor(signals))
-    per_channel = z.std(dim=(0, 1, 3))
+    examples = (rng.standard_normal((80, 3, 10)) * [[[1.0], [5.0], [2.0]]] + 7 + erp)
+    examples = examples.astype(np.float32)
+    normalizer = Normalizer.fit(examples)
+    torch.testing.assert_close(normalizer.offset, torch.as_tensor(examples.mean(axis=0)))
+    z = normalizer.forward(torch.as_tensor(examples))
+    assert z.std(correction=0).item() == pytest.approx(1.0, rel=1e-4)  # unit-variance targets
+    assert z.mean(dim=0).abs().max() < 1e-5  # the grand-average response is removed
+    torch.testing.assert_close(normalizer.inverse(z), torch.as_tensor(examples))
+    per_channel = z.std(dim=(0, 2))
     assert per_channel[1] / per_channel[0] == pytest.approx(5.0, rel=0.3)  # not whitened away
+    with pytest.raises(ValueError, match=r"\(n_examples, n_channels, n_times\), found \(80, 30\)"):
+        Normalizer.fit(examples.reshape(80, 30))
+
+
+def test_feature_scaler_uses_training_statistics_and_checks_shapes():
+    rng = np.random.default_rng(0)
+    pooled = torch.as_tensor(rng.normal(20.0, 3.0, (50, 4)), dtype=torch.float32)
+    tokens = torch.as_tensor(rng.normal(-5.0, 0.5, (50, 3, 2)), dtype=torch.float32)
+    scaler = FeatureScaler.fit(Condition(pooled, tokens))
+    z = scaler(Condition(pooled, tokens))
+    assert z.pooled.mean(0).abs().max() < 1e-4 and z.tokens.mean(0).abs().max() < 1e-4
+    torch.testing.assert_close(z.pooled.std(0), torch.ones(4), rtol=1e-4, atol=1e-4)
+    # New images are scaled with the training statistics, not their own.
+    shifted = scaler(Condition(pooled[:2] + 3.0, tokens[:2]))
+    torch.testing.assert_close(shifted.pooled - z.pooled[:2], 3.0 / scaler.pooled_std.expand(2, 4))
+    with pytest.raises(ValueError, match=r"pooled \(5,\).*expected \(4,\)"):
+        scaler(Condition(torch.zeros(2, 5), tokens[:2]))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        FeatureScaler.fit(Condition(pooled[:1], tokens[:1]))
 
 
 def test_missing_features_are_named(dataset, features):

@@ -34,19 +34,22 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
 from .data.contract import EpochedDataset
 from .devices import select_device
 from .encoders import ImageFeatures
-from .models.conditioning import Condition
+from .models.conditioning import Condition, FeatureScaler
 from .models.diffusion import EMA, GaussianDiffusion, make_schedule
 from .models.unet1d import UNet1D, UNetConfig
 
 logger = logging.getLogger(__name__)
 
 FINAL, PARTIAL = "checkpoint.pt", "partial.pt"
+#: Bumped whenever training changes in a way the configs do not capture (e.g. how the
+#: data are normalised), so cached checkpoints of the old recipe are not reused.
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class TrainConfig:
     # Timesteps are drawn as t = T·u**t_power: 1 is uniform (DDPM); below 1 favours the
     # noisy steps, where the prediction depends most on the condition.
     t_power: float = 1.0
+    # 'min_snr' (Hang et al. 2023) re-weights the loss over timesteps; see
+    # GaussianDiffusion.min_snr_weight.
+    loss_weighting: str = "uniform"
+    min_snr_gamma: float = 5.0
     ema_decay: float = 0.995
     targets: str = "trials"
     seed: int = 0
@@ -83,18 +90,25 @@ class Normalizer:
     """Subtract the training grand-average response, divide by one global scale.
 
     The network then models only what differs between images (and trials), not the ERP
-    shared by all of them. One scale for all channels keeps the relative channel amplitudes
-    (the topography).
+    shared by all of them. The scale makes the *training targets* (trials or averages)
+    unit-variance, the data scale the noise schedule assumes: fitted on single trials,
+    repetition averages would sit at ~1/n_reps of it, and the diffusion would drown the
+    image-specific part in noise at most steps. One scale for all channels keeps the
+    relative channel amplitudes (the topography).
     """
 
     offset: torch.Tensor  # (n_channels, n_times): the training grand average
     scale: float
 
     @classmethod
-    def fit(cls, signals: np.ndarray) -> "Normalizer":
-        """``signals``: (n_images, n_reps, n_channels, n_times)."""
-        offset = signals.mean(axis=(0, 1))
-        scale = float((signals - offset).std())
+    def fit(cls, examples: np.ndarray | torch.Tensor) -> "Normalizer":
+        """``examples``: the training targets, shape (n_examples, n_channels, n_times)."""
+        examples = np.asarray(examples, dtype=np.float64)
+        if examples.ndim != 3:
+            raise ValueError("Normalizer.fit: expected training examples of shape "
+                             f"(n_examples, n_channels, n_times), found {examples.shape}")
+        offset = examples.mean(axis=0)
+        scale = float((examples - offset).std())
         return cls(torch.as_tensor(offset, dtype=torch.float32), scale or 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +154,7 @@ def dataset_fingerprint(dataset: EpochedDataset) -> dict:
 def checkpoint_key(dataset: EpochedDataset, features: ImageFeatures, model: UNetConfig,
                    train: TrainConfig) -> str:
     """Hash of everything that determines the trained weights."""
-    content = {"data": dataset_fingerprint(dataset),
+    content = {"recipe": RECIPE_VERSION, "data": dataset_fingerprint(dataset),
                "encoder": {k: features.meta.get(k) for k in ("model", "weights_digest",
                                                                "cache_key")},
                "model": model.as_dict(), "train": train.as_dict()}
@@ -194,6 +208,7 @@ class TrainedModel:
     model: UNet1D
     diffusion: GaussianDiffusion
     normalizer: Normalizer
+    feature_scaler: FeatureScaler  # applied to the features passed to generate()
     model_config: UNetConfig
     train_config: TrainConfig
     path: Path
@@ -211,9 +226,10 @@ class TrainedModel:
                  progress: bool = False) -> np.ndarray:
         """Generated signals in data units, shape (n_images, n_samples, n_channels, n_times).
 
-        ``method`` is ``'ddim'`` (``steps`` steps, deterministic) or ``'ddpm'`` (all
-        diffusion steps, ancestral). Sampling is seeded; the same call gives the same
-        signals on the same device.
+        ``cond`` holds raw encoder features (as :func:`match_features` returns them); the
+        training-image standardisation is applied here. ``method`` is ``'ddim'`` (``steps``
+        steps, deterministic) or ``'ddpm'`` (all diffusion steps, ancestral). Sampling is
+        seeded; the same call gives the same signals on the same device.
         """
         if method not in ("ddim", "ddpm"):
             raise ValueError(f"method must be 'ddim' or 'ddpm', got '{method}'")
@@ -222,7 +238,7 @@ class TrainedModel:
         n_images = len(cond)
         n_channels, n_times = self.model_config.n_channels, self.info["n_times"]
         generator = torch.Generator(device).manual_seed(seed)
-        use_cond = None if self.conditioning == "none" else cond.repeat(n_samples)
+        use_cond = None if self.conditioning == "none" else self.feature_scaler(cond).repeat(n_samples)
         total = n_images * n_samples
         out = []
         for start in tqdm(range(0, total, batch_size), disable=not progress, desc="generating"):
@@ -254,7 +270,8 @@ def _from_checkpoint(state: dict, path: Path, loaded: bool) -> TrainedModel:
     model, diffusion = _build(model_config, train_config)
     model.load_state_dict(state["ema"])  # sample from the EMA weights
     normalizer = Normalizer(state["normalizer"]["offset"], float(state["normalizer"]["scale"]))
-    return TrainedModel(model, diffusion, normalizer, model_config, train_config, path,
+    feature_scaler = FeatureScaler(**state["feature_scaler"])
+    return TrainedModel(model, diffusion, normalizer, feature_scaler, model_config, train_config, path,
                         list(state["losses"]), loaded, dict(state["info"]))
 
 
@@ -271,9 +288,8 @@ def _distributed() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def _training_examples(dataset: EpochedDataset, normalizer: Normalizer,
-                       targets: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(signals (n_examples, n_channels, n_times), image index of each example)."""
+def _training_examples(dataset: EpochedDataset, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signals (n_examples, n_channels, n_times) in data units, image index of each)."""
     signals = torch.as_tensor(dataset.train.signals)
     n_images, n_reps = signals.shape[:2]
     if targets == "trials":
@@ -283,7 +299,7 @@ def _training_examples(dataset: EpochedDataset, normalizer: Normalizer,
         x, image = signals.mean(dim=1), torch.arange(n_images)
     else:
         raise ValueError(f"targets must be 'trials' or 'average', got '{targets}'")
-    return normalizer.forward(x), image
+    return x, image
 
 
 def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config: UNetConfig,
@@ -320,9 +336,13 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     device = select_device(device)
     model, diffusion = _build(model_config, train_config)
     model.to(device)
-    normalizer = Normalizer.fit(dataset.train.signals)
-    x_all, image_of = _training_examples(dataset, normalizer, train_config.targets)
+    x_all, image_of = _training_examples(dataset, train_config.targets)
+    normalizer = Normalizer.fit(x_all)
+    x_all = normalizer.forward(x_all)
     cond_all = match_features(features, dataset.train.image_ids)
+    feature_scaler = FeatureScaler.fit(cond_all)
+    cond_all = feature_scaler(cond_all)
+    preprocessing = {"normalizer": normalizer.state(), "feature_scaler": feature_scaler.state()}
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
                                   weight_decay=train_config.weight_decay)
@@ -371,7 +391,9 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
                  * torch.rand(len(idx), generator=g) ** train_config.t_power).long()
             t = t.clamp_(max=train_config.n_diffusion_steps - 1).to(device)
             with amp:
-                loss = diffusion.loss(net, x0, cond=cond, drop_cond=drop, generator=noise_g, t=t)
+                loss = diffusion.loss(net, x0, cond=cond, drop_cond=drop, generator=noise_g, t=t,
+                                      weighting=train_config.loss_weighting,
+                                      min_snr_gamma=train_config.min_snr_gamma)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
@@ -389,14 +411,14 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         seconds += time.perf_counter() - started
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if rank == 0:
-            _save_progress(folder, model, ema, optimizer, normalizer, model_config,
+            _save_progress(folder, model, ema, optimizer, preprocessing, model_config,
                            train_config, epoch + 1, losses, seconds, dataset)
     if world > 1:
         dist.barrier()
 
     ema_model = UNet1D(model_config)
     ema.copy_to(ema_model)
-    state = _checkpoint_state(model, ema, optimizer, normalizer, model_config, train_config,
+    state = _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_config,
                               train_config.epochs, losses, seconds, dataset)
     state["ema"] = ema_model.state_dict()
     if rank == 0:
@@ -405,10 +427,11 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     return _from_checkpoint(state, final, loaded=False)
 
 
-def _checkpoint_state(model, ema, optimizer, normalizer, model_config, train_config, epoch,
+def _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_config, epoch,
                       losses, seconds, dataset) -> dict:
+    """``preprocessing``: the fitted signal normaliser and feature scaler, as state dicts."""
     return {"model": model.state_dict(), "ema_state": ema.state_dict(),
-            "optimizer": optimizer.state_dict(), "normalizer": normalizer.state(),
+            "optimizer": optimizer.state_dict(), **preprocessing,
             "model_config": model_config.as_dict(), "train_config": train_config.as_dict(),
             "epoch": epoch, "losses": losses, "seconds": seconds,
             "info": {"n_times": int(dataset.train.signals.shape[-1]),
@@ -416,10 +439,10 @@ def _checkpoint_state(model, ema, optimizer, normalizer, model_config, train_con
                      "train_seconds": seconds}}
 
 
-def _save_progress(folder: Path, model, ema, optimizer, normalizer, model_config, train_config,
+def _save_progress(folder: Path, model, ema, optimizer, preprocessing, model_config, train_config,
                    epoch, losses, seconds, dataset) -> None:
     """Checkpoint the finished epoch (resumable) and append to ``losses.csv``."""
-    atomic_torch_save(_checkpoint_state(model, ema, optimizer, normalizer, model_config,
+    atomic_torch_save(_checkpoint_state(model, ema, optimizer, preprocessing, model_config,
                                         train_config, epoch, losses, seconds, dataset),
                       folder / PARTIAL)
     rows = "epoch,loss\n" + "".join(f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(losses))

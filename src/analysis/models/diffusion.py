@@ -440,6 +440,8 @@ class GaussianDiffusion:
         cond_drop_prob: float = 0.0,
         t: Tensor | None = None,
         reduction: str = "mean",
+        weighting: str = "uniform",
+        min_snr_gamma: float = 5.0,
     ) -> Tensor:
         """The denoising loss: MSE between the network output and :meth:`target`.
 
@@ -467,6 +469,12 @@ class GaussianDiffusion:
         reduction : {'mean', 'none'}
             ``'mean'``: a scalar; ``'none'``: the per-sample loss, shape (B,), averaged over
             every other axis.
+        weighting : {'uniform', 'min_snr'}
+            ``'min_snr'`` multiplies each sample's loss by :meth:`min_snr_weight`, so the
+            nearly clean steps (which dominate the gradient but say little about the
+            condition) stop drowning out the noisy ones.
+        min_snr_gamma : float
+            γ of the min-SNR weighting (Hang et al. 2023 recommend 5).
 
         Returns
         -------
@@ -475,6 +483,8 @@ class GaussianDiffusion:
         """
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        if weighting not in ("uniform", "min_snr"):
+            raise ValueError(f"weighting must be 'uniform' or 'min_snr', got {weighting!r}")
         if not 0 <= cond_drop_prob <= 1:
             raise ValueError(f"cond_drop_prob must lie in [0, 1], got {cond_drop_prob}")
         batch = x0.shape[0]
@@ -492,7 +502,28 @@ class GaussianDiffusion:
         out = model(x_t, t, cond=cond, drop_cond=drop_cond)
         self._check_same_shape(x_t, out, "x_t", "the model output")
         per_sample = (out - self.target(x0, noise, t)).square().flatten(1).mean(dim=1)
+        if weighting == "min_snr":
+            per_sample = per_sample * self.min_snr_weight(t, min_snr_gamma).to(per_sample.dtype)
         return per_sample.mean() if reduction == "mean" else per_sample
+
+    def snr(self, t: Tensor) -> Tensor:
+        """Signal-to-noise ratio ``ᾱ_t / (1 - ᾱ_t)`` of ``x_t`` at steps ``t``, shape (B,)."""
+        abar = self.schedule.alphas_cumprod.to(t.device)[t]
+        return abar / (1.0 - abar)
+
+    def min_snr_weight(self, t: Tensor, gamma: float = 5.0) -> Tensor:
+        """Min-SNR-γ loss weight per step (Hang et al. 2023, "Efficient Diffusion Training
+        via Min-SNR Weighting Strategy"), shape (B,).
+
+        In x_0 terms the weighted loss is ``min(SNR, γ) · ||x̂_0 − x_0||²`` whatever the
+        parameterisation: ``min(SNR, γ) / SNR`` for ε-prediction and
+        ``min(SNR, γ) / (SNR + 1)`` for v-prediction.
+        """
+        if gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be positive, got {gamma}")
+        snr = self.snr(t)
+        clipped = snr.clamp(max=gamma)
+        return clipped / snr if self.prediction == "eps" else clipped / (snr + 1.0)
 
     # ------------------------------------------------------------------ guidance
 
