@@ -48,6 +48,9 @@ def test_pages_for_every_subject_and_the_group_are_built(book):
             assert page in files and (html / f"{page}.html").is_file()
     for name in GROUP_NOTEBOOKS:
         assert (html / f"book/group/simulated/{name}.html").is_file()
+    # The sidebar names each subject's chapter (their first pages share one H1).
+    index = (html / "index.html").read_text()
+    assert "Subject 1</a>" in index and "Subject 2</a>" in index
 
 
 def test_built_pages_open_offline_without_errors(book, tmp_path):

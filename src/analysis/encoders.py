@@ -81,6 +81,25 @@ _RANDOM_INIT_MESSAGE = (
 )
 
 
+@contextlib.contextmanager
+def _without_open_clip_random_init_notice():
+    """Drop open_clip's root-logger "No pretrained weights loaded" record: the
+    :class:`RandomInitWarning` says the same with what to do about it."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    handlers = [root, *root.handlers]
+    for h in handlers:
+        h.addFilter(keep)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(keep)
+
+
 class RandomInitWarning(UserWarning):
     """The image encoder runs with random weights (no pretrained CLIP weights were loaded)."""
 
@@ -339,7 +358,7 @@ class ImageEncoder:
 
         t0 = time.perf_counter()
         # fork_rng: seeding for a reproducible random init must not reset the caller's RNG.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _without_open_clip_random_init_notice():
             torch.manual_seed(self.seed)
             try:
                 clip, _, preprocess = open_clip.create_model_and_transforms(
@@ -390,8 +409,9 @@ class ImageEncoder:
             self.model_name, self.pretrained, spec.source, self.device, time.perf_counter() - t0,
         )
         if self.random_init:
+            # One warning (shown once per call site, also on the CLI's stderr); open_clip's
+            # own terser root-logger notice is filtered out during creation above.
             message = _RANDOM_INIT_MESSAGE.format(model=self.model_name, seed=self.seed)
-            logger.warning(message)
             warnings.warn(message, RandomInitWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ properties

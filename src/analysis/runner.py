@@ -96,7 +96,10 @@ def write_toc(book_root: Path) -> Path:
         chapters = []
         for subject in subjects_with_pages(book_root, dataset):
             base = f"book/subjects/{dataset}/sub-{subject:02d}"
+            # Every subject's first page has the same H1 ("Data overview"); the title makes
+            # the sidebar say which subject a chapter is.
             chapters.append({"file": f"{base}/{SUBJECT_NOTEBOOKS[0]}",
+                             "title": f"Subject {subject}",
                              "sections": [{"file": f"{base}/{n}"} for n in SUBJECT_NOTEBOOKS[1:]]})
         if chapters:
             parts.append({"caption": f"{title}: subjects", "chapters": chapters})

@@ -36,7 +36,7 @@ import mne
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import __version__
 from ..config import SimulationSize, get_profile
