@@ -78,11 +78,6 @@ class FeatureScaler:
         pooled, tokens = cond.pooled.float(), cond.tokens.float()
         return cls(pooled.mean(0), pooled.std(0) + eps, tokens.mean(0), tokens.std(0) + eps)
 
-    @classmethod
-    def identity(cls, embed_dim: int, n_tokens: int, token_dim: int) -> "FeatureScaler":
-        return cls(torch.zeros(embed_dim), torch.ones(embed_dim),
-                   torch.zeros(n_tokens, token_dim), torch.ones(n_tokens, token_dim))
-
     def __call__(self, cond: Condition) -> Condition:
         if cond.pooled.shape[1:] != self.pooled_mean.shape or cond.tokens.shape[1:] != self.tokens_mean.shape:
             raise ValueError(
