@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PROFILES, get_profile
+from .config import CONDITIONINGS, DATASETS, PROFILES, get_profile
 
 logger = logging.getLogger("analysis")
 
@@ -234,11 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "encoder, model and training config; interrupted runs resume. "
                            "Multi-GPU: torchrun --nproc_per_node=N -m analysis train ...")
         _add_profile(p)
-        p.add_argument("--dataset", choices=["simulated", "things-eeg2", "things-meg"],
+        p.add_argument("--dataset", choices=DATASETS,
                        default="simulated")
         p.add_argument("--root", help="dataset folder (default: data/simulated/<profile>)")
         p.add_argument("--subject", type=int, default=1)
-        p.add_argument("--conditioning", choices=["cross_attention", "concat", "none"],
+        p.add_argument("--conditioning", choices=CONDITIONINGS,
                        default="cross_attention")
         p.add_argument("--epochs", type=int, help="override the profile's epochs")
         p.add_argument("--seed", type=int, help="training seed (default: the profile's)")
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "_toc.yml and build the HTML book. Cached models and features "
                                    "are reused; --subjects 4 adds subject 4 without redoing 1-3.")
     _add_profile(p)
-    p.add_argument("--dataset", choices=["simulated", "things-eeg2", "things-meg"],
+    p.add_argument("--dataset", choices=DATASETS,
                    default="simulated")
     p.add_argument("--root", help="dataset folder (simulated: created under WORKDIR/data if absent)")
     p.add_argument("--subjects", type=int, nargs="+", required=True)

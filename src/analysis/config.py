@@ -75,6 +75,13 @@ class Profile:
         return replace(self, encoder=replace(self.encoder, **changes))
 
 
+#: Datasets the loaders, runner and CLI accept (kept here, free of heavy imports, so the
+#: command line can offer them without importing torch).
+DATASETS = ("simulated", "things-eeg2", "things-meg")
+#: How image features enter the denoiser (see analysis.models.conditioning).
+CONDITIONINGS = ("cross_attention", "concat", "none")
+
+
 # The tiny encoder architecture is registered from encoder_configs/ (see analysis.encoders).
 CI_ENCODER = "i2b-tiny-vit"
 

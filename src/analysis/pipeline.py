@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EncoderConfig, Profile, SamplingConfig
+from .config import DATASETS, EncoderConfig, Profile, SamplingConfig
 from .data.contract import EpochedDataset
 from .encoders import ImageEncoder, ImageFeatures
 from .training import TrainConfig, TrainedModel, match_features, model_config_for, train_or_load
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("simulated", "things-eeg2", "things-meg")
 
 
 def load_dataset(name: str, root: str | Path, subject: int) -> EpochedDataset:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-CONDITIONINGS = ("cross_attention", "concat", "none")
+from ..config import CONDITIONINGS
 
 
 @dataclass
