@@ -140,6 +140,10 @@ def test_plausibility_and_transfer(run):
     assert set(transfer["direction"]) == {"real→generated", "generated→real",
                                           "real→real (cv)", "generated→generated (cv)"}
     assert transfer["accuracy"].between(0, 1).all()
+    n_images, n_samples = run.generated("cross_attention").shape[:2]
+    assert transfer.query("direction == 'real→generated'")["n_test"].item() == n_images * min(n_samples, 4)
+    one = summaries.transfer_table(run, "curved", time_resolved=False, cv=3, max_samples=1)
+    assert one.query("direction == 'real→generated'")["n_test"].item() == n_images
 
 
 def test_transfer_is_skipped_without_an_attribute_table(run, monkeypatch):

@@ -652,15 +652,19 @@ def image_attribute(run: SubjectRun, attribute: str) -> tuple[np.ndarray, np.nda
 
 def transfer_table(run: SubjectRun, attribute: str = "curved", model: str = "cross_attention",
                    *, time_resolved: bool = True, classifier: str | None = None, cv: int = 5,
-                   seed: int = 0) -> pd.DataFrame | None:
+                   seed: int = 0, max_samples: int = 4) -> pd.DataFrame | None:
     """Decode an image attribute across real trials and generated samples, both ways.
 
     Real examples are the single *training* trials; generated examples are the
     generator's samples for the *test* images, so a decoder never meets the same image
-    on both sides. Generators learn single trials (``targets='trials'``), so one sample
-    is compared with one trial. Balanced accuracy; the within-source baselines are
+    on both sides. A generator trained on repetition averages (``targets='average'``, the
+    ``default`` profile) makes average-like samples, less noisy than the trials the
+    decoder is trained on. Balanced accuracy; the within-source baselines are
     cross-validated with an image's repetitions kept in one fold. See
     :func:`~analysis.evaluation.decoding.transfer_decoding`.
+
+    At most ``max_samples`` samples per test image are used (the first ones): more add
+    decoding time, not information about the attribute.
 
     ``classifier`` defaults to shrinkage LDA for time-resolved decoding (few channels per
     time point; about 15 times faster than logistic regression there) and to logistic
@@ -679,7 +683,8 @@ def transfer_table(run: SubjectRun, attribute: str = "curved", model: str = "cro
     train_labels, test_labels = labels
     classifier = classifier or ("lda" if time_resolved else "logistic")
     x_real, y_real, g_real = decoding.stack_examples(run.dataset.train.signals, train_labels)
-    x_gen, y_gen, g_gen = decoding.stack_examples(run.generated(model), test_labels)
+    x_gen, y_gen, g_gen = decoding.stack_examples(run.generated(model)[:, :max_samples],
+                                                  test_labels)
     return decoding.transfer_decoding(
         x_real, y_real, x_gen, y_gen, run.dataset.times, time_resolved,
         names=("real", "generated"), groups_train=g_real, groups_test=g_gen,
