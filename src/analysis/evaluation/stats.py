@@ -398,5 +398,13 @@ def format_ci(value: float, low: float, high: float, digits: int = 2) -> str:
         Point estimate and interval bounds (same units).
     digits : int
         Decimal places, applied to all three.
+
+    An undefined value (NaN, e.g. an encoding score of a prediction that is the same for
+    every image) reads ``'undefined'``; a value whose interval is undefined (e.g. a
+    Student-t interval over one subject) reads ``'0.42 [no CI]'``.
     """
+    if not np.isfinite(value):
+        return "undefined"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.{digits}f} [no CI]"
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
