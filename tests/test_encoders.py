@@ -141,6 +141,21 @@ def test_random_init_is_reported_once(images, caplog):
     assert enc.encode(images, progress=False).meta["random_init"] is True
 
 
+def test_pipeline_builds_one_encoder_per_config():
+    from analysis.config import EncoderConfig
+    from analysis.pipeline import image_encoder_for
+
+    image_encoder_for.cache_clear()
+    config = EncoderConfig(model=CI_ENCODER, pretrained=None, batch_size=2)
+    with pytest.warns(RandomInitWarning) as record:
+        first = image_encoder_for(config, "cpu")
+        again = image_encoder_for(config, "cpu")
+    assert again is first
+    assert len([w for w in record if issubclass(w.category, RandomInitWarning)]) == 1
+    other = image_encoder_for(EncoderConfig(model=CI_ENCODER, pretrained=None, batch_size=4), "cpu")
+    assert other is not first and other.batch_size == 4
+
+
 # ---------------------------------------------------------------- local weights
 
 def test_local_checkpoint_path(tmp_path, enc1, images):

@@ -6,6 +6,7 @@ the test set (saved next to the checkpoint). Every step records what it used.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -53,9 +54,20 @@ def dataset_features(dataset: EpochedDataset, encoder: EncoderConfig, cache_dir:
                              "paths; the images are needed to compute features")
         paths += split.image_paths
         ids += split.image_ids
-    image_encoder = ImageEncoder(encoder.model, encoder.pretrained, device=device,
-                                 batch_size=encoder.batch_size)
+    image_encoder = image_encoder_for(encoder, device)
     return image_encoder.encode(paths, ids, cache_dir=Path(cache_dir), progress=progress)
+
+
+@functools.lru_cache(maxsize=2)
+def image_encoder_for(encoder: EncoderConfig, device: str | None = None) -> ImageEncoder:
+    """One :class:`ImageEncoder` per (encoder config, device) in a process.
+
+    Building an encoder takes seconds (and computes its weights digest, the cache key), and
+    a random-init one warns each time it is built; a notebook asks for features many times.
+    A weights file changed on disk is picked up by the next process, not this one.
+    """
+    return ImageEncoder(encoder.model, encoder.pretrained, device=device,
+                        batch_size=encoder.batch_size)
 
 
 def train_generator(dataset: EpochedDataset, features: ImageFeatures, conditioning: str,
