@@ -168,3 +168,17 @@ def test_bad_generation_method_is_refused(dataset, features, tmp_path):
     trained = train(dataset, features, tmp_path, config=dataclasses.replace(TRAIN, epochs=1))
     with pytest.raises(ValueError, match="'ddim' or 'ddpm'"):
         trained.generate(match_features(features, dataset.test.image_ids[:1]), method="euler")
+
+
+def test_lr_factor_warms_up_then_decays():
+    from analysis.training import lr_factor
+
+    constant = TrainConfig(warmup_steps=4)
+    assert [lr_factor(k, 20, constant) for k in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(19, 20, constant) == 1.0
+    cosine = TrainConfig(warmup_steps=4, lr_decay="cosine")
+    assert lr_factor(3, 20, cosine) == 1.0           # end of the warm-up
+    assert lr_factor(11, 20, cosine) == pytest.approx(0.5)  # half-way through the decay
+    assert lr_factor(19, 20, cosine) == pytest.approx(0.0)  # the last step
+    with pytest.raises(ValueError, match="lr_decay"):
+        lr_factor(10, 20, TrainConfig(warmup_steps=4, lr_decay="step"))

@@ -101,7 +101,7 @@ PROFILES: dict[str, Profile] = {
                        n_test_concepts=200, n_train_reps=4, n_test_reps=40),
         EncoderConfig(model="ViT-B-32", pretrained=None, batch_size=32),
         unet=dict(base_channels=32, channel_mults=(1, 2, 2), context_dim=64, concat_maps=16),
-        # ~1 min per model on 2 CPU cores, so the whole book fits in 20 min (see README).
+        # ~1 min per model on 2 CPU cores (the whole book: see README for the measured time).
         # 12 epochs are only ~280 optimiser steps: a 100-step warm-up halved what the model
         # learned of the condition; t = T·u^0.3 spends the steps where the condition matters.
         train=dict(epochs=12, batch_size=64, targets="average", warmup_steps=20, t_power=0.3),

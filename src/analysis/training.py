@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -65,6 +66,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    # After the warm-up: 'constant', or 'cosine' decay to zero at the last step.
+    lr_decay: str = "constant"
     grad_clip: float = 1.0
     prediction: str = "v"
     schedule: str = "cosine"
@@ -302,6 +305,20 @@ def _training_examples(dataset: EpochedDataset, targets: str) -> tuple[torch.Ten
     return x, image
 
 
+def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning-rate multiplier for optimiser step ``step`` (0-based) of ``total_steps``:
+    linear warm-up over ``config.warmup_steps``, then constant or cosine decay to zero."""
+    warmup = max(1, config.warmup_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.lr_decay == "constant":
+        return 1.0
+    if config.lr_decay == "cosine":
+        progress = min(1.0, (step - warmup + 1) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"lr_decay must be 'constant' or 'cosine', got '{config.lr_decay}'")
+
+
 def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config: UNetConfig,
                   train_config: TrainConfig, checkpoint_root: str | Path, *,
                   device: str | None = None, progress: bool = True,
@@ -364,8 +381,9 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
            else contextlib.nullcontext())
     steps_per_epoch = -(-len(x_all) // (train_config.batch_size * world))
+    total_steps = train_config.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, train_config.warmup_steps)),
+        optimizer, lambda step: lr_factor(step, total_steps, train_config),
         last_epoch=start_epoch * steps_per_epoch - 1)
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
