@@ -234,12 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "encoder, model and training config; interrupted runs resume. "
                            "Multi-GPU: torchrun --nproc_per_node=N -m analysis train ...")
         _add_profile(p)
-        p.add_argument("--dataset", choices=DATASETS,
-                       default="simulated")
+        p.add_argument("--dataset", choices=DATASETS, default="simulated")
         p.add_argument("--root", help="dataset folder (default: data/simulated/<profile>)")
         p.add_argument("--subject", type=int, default=1)
-        p.add_argument("--conditioning", choices=CONDITIONINGS,
-                       default="cross_attention")
+        p.add_argument("--conditioning", choices=CONDITIONINGS, default="cross_attention")
         p.add_argument("--epochs", type=int, help="override the profile's epochs")
         p.add_argument("--seed", type=int, help="training seed (default: the profile's)")
         p.add_argument("--model", help="open_clip architecture (default: the profile's)")
@@ -274,8 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "_toc.yml and build the HTML book. Cached models and features "
                                    "are reused; --subjects 4 adds subject 4 without redoing 1-3.")
     _add_profile(p)
-    p.add_argument("--dataset", choices=DATASETS,
-                   default="simulated")
+    p.add_argument("--dataset", choices=DATASETS, default="simulated")
     p.add_argument("--root", help="dataset folder (simulated: created under WORKDIR/data if absent)")
     p.add_argument("--subjects", type=int, nargs="+", required=True)
     p.add_argument("--book-root", default=".", help="folder holding _config.yml (default: .)")

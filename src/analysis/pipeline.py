@@ -24,7 +24,6 @@ from .training import TrainConfig, TrainedModel, match_features, model_config_fo
 logger = logging.getLogger(__name__)
 
 
-
 def load_dataset(name: str, root: str | Path, subject: int) -> EpochedDataset:
     """Load one subject of a dataset by name (see :data:`DATASETS`)."""
     from .data.simulated import load_simulated

@@ -51,6 +51,8 @@ FINAL, PARTIAL = "checkpoint.pt", "partial.pt"
 #: Bumped whenever training changes in a way the configs do not capture (e.g. how the
 #: data are normalised), so cached checkpoints of the old recipe are not reused.
 RECIPE_VERSION = 2
+#: Learning-rate schedules after the warm-up (see lr_factor).
+LR_DECAYS = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ class TrainConfig:
     ema_decay: float = 0.995
     targets: str = "trials"
     seed: int = 0
+
+    def __post_init__(self):
+        # Checked here, not at the first decayed step: a typo should fail before training.
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got '{self.lr_decay}'")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -313,10 +320,8 @@ def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
         return (step + 1) / warmup
     if config.lr_decay == "constant":
         return 1.0
-    if config.lr_decay == "cosine":
-        progress = min(1.0, (step - warmup + 1) / max(1, total_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"lr_decay must be 'constant' or 'cosine', got '{config.lr_decay}'")
+    progress = min(1.0, (step - warmup + 1) / max(1, total_steps - warmup))  # cosine
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config: UNetConfig,
