@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return run(args.dataset, args.subjects, profile=args.profile, root=args.root,
                    book_root=args.book_root, workdir=args.workdir, device=args.device,
-                   build=not args.no_build)
+                   build=not args.no_build, jobs=args.jobs)
     except NotebookFailed as error:
         print(f"error: {error}\nThe pages and HTML of the last good run were left as they were.",
               file=sys.stderr)
@@ -279,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="caches, checkpoints and results (default: the book root)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--no-build", action="store_true", help="execute notebooks, skip the HTML build")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="notebooks executed at a time, each kernel with its share of the CPU "
+                        "cores (default: one per core, at most one per subject plus one; "
+                        "1: one after another)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("book", help="build the HTML book (jupyter-book) from what is in book/")

@@ -6,6 +6,9 @@ into ``book/subjects/<dataset>/sub-XX/``; then the group templates are executed 
 (``--subjects 4``) updates the group pages without redoing subjects 1–3. Models and features
 are cached on disk, so re-executing a page is cheap.
 
+Pages execute in parallel worker processes, one per CPU core by default: a subject's pages
+run in order, different subjects side by side, and each kernel gets its share of the cores.
+
 Safety: each notebook executes into a temporary file that replaces the page only when it
 succeeded; a failing notebook stops the run with its cell and error, leaving the pages and
 the HTML of the last good run in place.
@@ -14,10 +17,13 @@ the HTML of the last good run in place.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -30,8 +36,19 @@ logger = logging.getLogger(__name__)
 
 SUBJECT_NOTEBOOKS = ("subject_01_overview", "subject_02_training", "subject_03_fidelity",
                      "subject_04_topography", "subject_05_decoding")
-GROUP_NOTEBOOKS = ("group_summary", "group_ablation", "group_topography",
+GROUP_NOTEBOOKS = ("group_summary", "group_ablation", "group_sampling", "group_topography",
                    "group_reproducibility")
+# Group pages that read the first subject only, mapped to the last of its pages they need:
+# they may start while the other subjects' pages are still executing.
+FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
+# Seconds each page took in the default-profile book on 2 CPU cores; used only to order
+# the work (longest remaining chain first), never to judge it.
+TYPICAL_SECONDS = {"subject_01_overview": 12, "subject_02_training": 120,
+                   "subject_03_fidelity": 55, "subject_04_topography": 23,
+                   "subject_05_decoding": 77, "group_summary": 20, "group_ablation": 20,
+                   "group_sampling": 240, "group_topography": 20, "group_reproducibility": 16}
+# Honoured by torch (OpenMP) and the BLAS libraries when a kernel starts.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 DATASET_TITLES = {"simulated": "Built-in simulated dataset", "things-eeg2": "THINGS-EEG2",
                   "things-meg": "THINGS-MEG"}
 
@@ -113,35 +130,153 @@ def write_toc(book_root: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Page:
+    """One notebook to execute: ``after`` names the pages (by ``key``) it reads results of."""
+
+    key: str
+    template: Path
+    output: Path
+    parameters: dict
+    after: tuple[str, ...] = ()
+
+
+def plan_pages(dataset: str, subjects: list[int], everyone: list[int], common: dict,
+               book_root: Path) -> list[Page]:
+    """Every page of a run, with the dependencies that decide what may execute in parallel.
+
+    A subject's pages run in order (each reads what the previous one trained or generated);
+    different subjects are independent. Group pages wait for every subject of this run,
+    except those in :data:`FIRST_SUBJECT_PAGES`, which wait only for the first subject's
+    pages up to the one named there.
+    """
+    templates = book_root / "notebooks"
+    pages = []
+    for subject in subjects:
+        previous: tuple[str, ...] = ()
+        for name in SUBJECT_NOTEBOOKS:
+            key = f"sub-{subject:02d}/{name}"
+            pages.append(Page(key, templates / f"{name}.ipynb",
+                              subject_folder(book_root, dataset, subject) / f"{name}.ipynb",
+                              {**common, "subject": subject}, previous))
+            previous = (key,)
+    subject_keys = tuple(page.key for page in pages)
+    for name in GROUP_NOTEBOOKS:
+        after = subject_keys
+        if name in FIRST_SUBJECT_PAGES:
+            last = SUBJECT_NOTEBOOKS.index(FIRST_SUBJECT_PAGES[name])
+            after = tuple(key for key in subject_keys if key.startswith(f"sub-{everyone[0]:02d}/")
+                          and SUBJECT_NOTEBOOKS.index(key.split("/")[1]) <= last)
+        pages.append(Page(f"group/{name}", templates / f"{name}.ipynb",
+                          book_root / "book" / "group" / dataset / f"{name}.ipynb",
+                          {**common, "subjects": everyone}, after))
+    return pages
+
+
+def critical_path_seconds(pages: list[Page]) -> dict[str, float]:
+    """Expected seconds from starting each page to finishing everything that waits on it.
+
+    Starting the page with the longest such path first (list scheduling) keeps the long
+    chains, like the first subject's pages followed by the sampling ablation, off the end
+    of the run, where they would leave the other workers idle.
+    """
+    waiting_on = {page.key: [] for page in pages}
+    for page in pages:
+        for key in page.after:
+            waiting_on[key].append(page.key)
+    cost = {page.key: TYPICAL_SECONDS.get(page.template.stem, 60.0) for page in pages}
+    path: dict[str, float] = {}
+
+    def longest(key: str) -> float:
+        if key not in path:
+            path[key] = cost[key] + max((longest(k) for k in waiting_on[key]), default=0.0)
+        return path[key]
+
+    return {page.key: longest(page.key) for page in pages}
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker initialiser: the kernels a worker starts inherit its environment, so each
+    kernel's torch / BLAS use ``threads`` threads and the workers do not oversubscribe."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+
+
+def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, float]:
+    """Execute ``pages`` respecting their dependencies, ``jobs`` notebooks at a time.
+
+    With ``jobs > 1`` each notebook runs in its own worker process whose kernel gets
+    ``cpu_count // jobs`` threads. When a notebook fails, nothing new starts; the notebooks
+    already running finish (their pages are complete and valid) and the first failure is
+    raised. Returns the seconds each page took.
+    """
+    priority = critical_path_seconds(pages)
+    pending = {page.key: page for page in pages}
+    timings: dict[str, float] = {}
+    if jobs <= 1:
+        for page in pages:  # planned in an order that respects every dependency
+            logger.info("executing %s", page.key)
+            timings[page.key] = execute_notebook(page.template, page.output, page.parameters, cwd)
+        return timings
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    failure: NotebookFailed | None = None
+    running: dict[Future, Page] = {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_limit_threads, initargs=(threads,)) as pool:
+        while pending or running:
+            if failure is None:
+                ready = sorted((p for p in pending.values() if set(p.after) <= timings.keys()),
+                               key=lambda p: -priority[p.key])
+                for page in ready[:jobs - len(running)]:
+                    logger.info("executing %s (%d thread%s)", page.key, threads,
+                                "" if threads == 1 else "s")
+                    running[pool.submit(execute_notebook, page.template, page.output,
+                                        page.parameters, cwd)] = pending.pop(page.key)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                page = running.pop(future)
+                try:
+                    timings[page.key] = future.result()
+                except NotebookFailed as error:
+                    logger.error("%s failed; waiting for the %d page(s) still running",
+                                 page.key, len(running))
+                    failure = failure or error
+    if failure is not None:
+        raise failure
+    return timings
+
+
 def run(dataset: str, subjects: list[int], *, profile: str = "default", root: str | Path | None = None,
         book_root: str | Path = ".", workdir: str | Path | None = None, device: str | None = None,
-        build: bool = True) -> int:
+        build: bool = True, jobs: int | None = None) -> int:
     """Execute per-subject pages for ``subjects`` and the group pages, then build the book.
+
+    The dataset and the image features every subject shares are prepared first, in this
+    process; then the pages execute ``jobs`` at a time (default: one per CPU core, at most
+    one per subject plus one).
 
     Returns the book build's exit code (0 on success).
     """
-    from .experiment import ensure_dataset
+    from .experiment import SubjectRun, ensure_dataset
 
     book_root = Path(book_root).resolve()
     workdir = Path(workdir).resolve() if workdir else book_root
-    templates = book_root / "notebooks"
     root = ensure_dataset(dataset, root, profile, workdir, subjects=subjects)
+    for subject in subjects:  # cached per image set: computed once, then only checked
+        SubjectRun(dataset, root, subject, profile, workdir, device).features
     common = {"dataset": dataset, "root": str(root), "profile": profile,
               "workdir": str(workdir), "device": device}
-    timings = {}
-    for subject in subjects:
-        for name in SUBJECT_NOTEBOOKS:
-            output = subject_folder(book_root, dataset, subject) / f"{name}.ipynb"
-            logger.info("executing %s for sub-%02d", name, subject)
-            timings[f"sub-{subject:02d}/{name}"] = execute_notebook(
-                templates / f"{name}.ipynb", output, {**common, "subject": subject}, workdir)
-    everyone = subjects_with_pages(book_root, dataset)
-    for name in GROUP_NOTEBOOKS:
-        output = book_root / "book" / "group" / dataset / f"{name}.ipynb"
-        logger.info("executing %s over subjects %s", name, everyone)
-        timings[f"group/{name}"] = execute_notebook(templates / f"{name}.ipynb", output,
-                                                    {**common, "subjects": everyone}, workdir)
+    everyone = sorted(set(subjects_with_pages(book_root, dataset)) | set(subjects))
+    pages = plan_pages(dataset, subjects, everyone, common, book_root)
+    # More workers than subjects + 1 would only wait on dependencies.
+    jobs = jobs or min(os.cpu_count() or 1, len(subjects) + 1)
+    start = time.perf_counter()
+    timings = execute_pages(pages, workdir, jobs)
     for page, seconds in timings.items():
         print(f"  {page}: {seconds:.1f} s", file=sys.stderr)
+    print(f"  {len(timings)} pages in {time.perf_counter() - start:.0f} s "
+          f"({jobs} at a time)", file=sys.stderr)
     write_toc(book_root)
     return build_book(book_root) if build else 0

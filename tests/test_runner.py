@@ -1,0 +1,96 @@
+"""The runner's plan and parallel execution, on tiny notebooks (the book end to end is in
+test_book_end_to_end.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from analysis.runner import (GROUP_NOTEBOOKS, SUBJECT_NOTEBOOKS, NotebookFailed, Page,
+                             critical_path_seconds, execute_pages, plan_pages)
+
+
+def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
+    pages = {p.key: p for p in plan_pages("simulated", [1, 2], [1, 2], {}, tmp_path)}
+    assert len(pages) == 2 * len(SUBJECT_NOTEBOOKS) + len(GROUP_NOTEBOOKS)
+    assert pages["sub-02/subject_01_overview"].after == ()
+    assert pages["sub-02/subject_02_training"].after == ("sub-02/subject_01_overview",)
+    assert pages["sub-01/subject_03_fidelity"].parameters["subject"] == 1
+    summary = pages["group/group_summary"]
+    assert set(summary.after) == {k for k in pages if k.startswith("sub-")}
+    assert summary.parameters["subjects"] == [1, 2]
+    assert summary.output == tmp_path / "book/group/simulated/group_summary.ipynb"
+    # The sampling ablation reads the first subject's models only.
+    assert set(pages["group/group_sampling"].after) == {
+        "sub-01/subject_01_overview", "sub-01/subject_02_training", "sub-01/subject_03_fidelity"}
+
+
+def test_plan_adding_a_subject_lets_the_first_subject_pages_start_at_once(tmp_path):
+    pages = {p.key: p for p in plan_pages("simulated", [4], [1, 2, 3, 4], {}, tmp_path)}
+    assert pages["group/group_sampling"].after == ()  # subject 1's pages exist already
+    assert pages["group/group_sampling"].parameters["subjects"] == [1, 2, 3, 4]
+    assert set(pages["group/group_summary"].after) == {k for k in pages if k.startswith("sub-04")}
+
+
+def test_critical_path_starts_the_first_subject_first(tmp_path):
+    pages = plan_pages("simulated", [1, 2, 3], [1, 2, 3], {}, tmp_path)
+    path = critical_path_seconds(pages)
+    # sub-01 carries the long sampling page behind it; sub-02 and sub-03 do not.
+    assert path["sub-01/subject_01_overview"] > path["sub-02/subject_01_overview"]
+    assert path["sub-02/subject_01_overview"] == path["sub-03/subject_01_overview"]
+    # A page's path is its own cost plus the longest path waiting on it, by hand:
+    assert path["group/group_summary"] == 20
+    assert path["sub-03/subject_05_decoding"] == 77 + max(20, 20, 20, 16)
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    """A notebook with a tagged parameters cell (`out`, `value`) and ``sources`` after it."""
+    cells = [nbformat.v4.new_code_cell('out = ""\nvalue = 0', metadata={"tags": ["parameters"]})]
+    cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+RECORD = ("import json, os\n"
+          "json.dump({'value': value, 'threads': os.environ.get('OMP_NUM_THREADS')}, open(out, 'w'))")
+
+
+def test_parallel_pages_run_in_dependency_order_with_their_thread_share(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    record = _notebook(tmp_path / "record.nb.ipynb", RECORD)
+    # "second" reads what "first" wrote, so it fails unless it starts after first finished.
+    check = _notebook(tmp_path / "check.nb.ipynb",
+                      "import json\nassert json.load(open(out))['value'] == 1\n" + RECORD.replace(
+                          "'value': value", "'value': value + 1"))
+    pages = [Page("first", record, tmp_path / "pages/first.ipynb",
+                  {"out": str(tmp_path / "a.json"), "value": 1}),
+             Page("other", record, tmp_path / "pages/other.ipynb",
+                  {"out": str(tmp_path / "b.json"), "value": 7}),
+             Page("second", check, tmp_path / "pages/second.ipynb",
+                  {"out": str(tmp_path / "a.json"), "value": 1}, after=("first",))]
+    timings = execute_pages(pages, tmp_path, jobs=2)
+    assert set(timings) == {"first", "other", "second"}
+    assert json.loads((tmp_path / "a.json").read_text()) == {"value": 2, "threads": "1"}
+    assert json.loads((tmp_path / "b.json").read_text()) == {"value": 7, "threads": "1"}
+    assert all((tmp_path / f"pages/{k}.ipynb").is_file() for k in timings)
+
+
+def test_a_failing_page_stops_what_depends_on_it_and_names_the_cell(tmp_path):
+    fail = _notebook(tmp_path / "fail.nb.ipynb", "raise ValueError('bad field x')")
+    record = _notebook(tmp_path / "record.nb.ipynb", RECORD)
+    pages = [Page("broken", fail, tmp_path / "pages/broken.ipynb", {}),
+             Page("independent", record, tmp_path / "pages/independent.ipynb",
+                  {"out": str(tmp_path / "c.json"), "value": 3}),
+             Page("dependent", record, tmp_path / "pages/dependent.ipynb",
+                  {"out": str(tmp_path / "d.json"), "value": 4}, after=("broken",))]
+    with pytest.raises(NotebookFailed, match="(?s)fail.nb.ipynb failed in cell.*ValueError: bad field x"):
+        execute_pages(pages, tmp_path, jobs=2)
+    assert not (tmp_path / "pages/broken.ipynb").exists()  # no half-written page
+    assert not (tmp_path / "d.json").exists()               # the dependent never started
+    assert (tmp_path / "pages/independent.ipynb").is_file()  # already running: finished
