@@ -9,11 +9,14 @@ with itself differs by exactly zero.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import matplotlib
+import mne
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from analysis import plots, summaries
@@ -229,6 +232,11 @@ def test_provenance_versions_and_commit(run, tmp_path):
     assert (table["encoder"].str.contains("random init")).all()
     versions = summaries.environment_versions().set_index("name")["version"]
     assert {"python", "torch", "mne", "numpy", "open_clip_torch"} <= set(versions.index)
+    assert versions["mne"] == mne.__version__ and torch.__version__.startswith(versions["torch"])
+    # The same versions travel with the run's provenance and its checkpoints.
+    assert run.provenance()["versions"]["open_clip_torch"] == versions["open_clip_torch"]
+    record = json.loads((run.model("cross_attention").path.parent / "config.json").read_text())
+    assert record["versions"]["mne"] == mne.__version__
     assert summaries.git_commit(tmp_path) == "unknown"
 
 

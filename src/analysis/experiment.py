@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import asdict, replace
 from functools import cached_property
@@ -28,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from . import pipeline
 from .config import Profile, SamplingConfig, get_profile
 from .models.baselines import MeanResponse, RidgeEncoder
 from .models.conditioning import CONDITIONINGS
+from .provenance import package_versions
 from .training import TrainedModel, match_features
 
 logger = logging.getLogger(__name__)
@@ -179,8 +178,7 @@ class SubjectRun:
                 "encoder_digest": self.features.meta.get("weights_digest"),
                 "sampling": asdict(self.profile.sampling), "train": dict(self.profile.train),
                 "device": self.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                "versions": {"image2brain": __version__, "torch": torch.__version__,
-                             "numpy": np.__version__, "python": platform.python_version()},
+                "versions": package_versions(),
                 "timings_s": {k: round(v, 2) for k, v in self._timings.items()}}
         info["checkpoints"] = {k: str(m.path) for k, m in self._models.items()}
         return info

@@ -1021,18 +1021,9 @@ def seed_table(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
 
 def environment_versions() -> pd.DataFrame:
     """Versions of Python and of the packages behind every number (name, version)."""
-    import importlib.metadata as metadata
+    from .provenance import package_versions
 
-    from . import __version__
-
-    rows = [("python", platform.python_version()), ("image2brain", __version__)]
-    for dist in ("torch", "mne", "numpy", "scipy", "pandas", "scikit-learn", "open_clip_torch",
-                 "matplotlib", "seaborn"):
-        try:
-            rows.append((dist, metadata.version(dist)))
-        except metadata.PackageNotFoundError:
-            rows.append((dist, "not installed"))
-    rows.append(("platform", platform.platform()))
+    rows = [*package_versions().items(), ("platform", platform.platform())]
     return pd.DataFrame(rows, columns=["name", "version"])
 
 

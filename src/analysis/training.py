@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import __version__
+from .provenance import package_versions
 from .data.contract import EpochedDataset
 from .devices import select_device
 from .encoders import ImageFeatures
@@ -479,7 +478,6 @@ def _run_info(key, dataset, features, model_config, train_config, device, model,
                                                         "random_init")},
         "model": model_config.as_dict(), "train": train_config.as_dict(),
         "n_parameters": model.n_parameters(), "device": str(device), "world_size": world,
-        "versions": {"image2brain": __version__, "torch": torch.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "versions": package_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

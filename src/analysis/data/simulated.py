@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .. import __version__
+from ..provenance import package_versions
 from ..config import SimulationSize, get_profile
 from . import images as stimuli
 from .contract import EpochedDataset, format_error
@@ -559,8 +558,7 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
             "subjects": sorted(done),
             "units": "µV" if config.modality == "eeg" else "fT",
             "image_set_folder": "image_set",
-            "versions": {"image2brain": __version__, "mne": mne.__version__,
-                         "numpy": np.__version__, "python": platform.python_version()},
+            "versions": package_versions(),
         }
         _write_text(manifest_path, json.dumps(manifest, indent=2))
     return root
