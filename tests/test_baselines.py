@@ -1,9 +1,9 @@
-"""Baselines: ridge encoding model and train-mean response."""
+"""Baselines: ridge and kernel-ridge encoding models and the train-mean response."""
 
 import numpy as np
 import pytest
 
-from analysis.models.baselines import MeanResponse, RidgeEncoder
+from analysis.models.baselines import KernelRidgeEncoder, MeanResponse, RidgeEncoder
 
 
 def linear_data(n_images, rng, noise=0.0, weights=None):
@@ -32,6 +32,26 @@ def test_ridge_penalises_more_when_the_targets_are_pure_noise():
     model = RidgeEncoder().fit(x, noise)
     assert np.median(model.alpha_) >= 1e3
     assert np.abs(model.predict(x)).mean() < 0.2 * np.abs(noise).mean()
+
+
+def test_kernel_ridge_learns_what_a_linear_map_cannot():
+    # Responses that depend on the features only through |x0| (an even function): no linear
+    # map of x explains any of their variance, an RBF kernel does.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((400, 2))
+    y = np.repeat(np.abs(x[:, :1])[:, :, None], 3, axis=2) * np.arange(1, 4)  # (400, 1, 3)
+    train, test = slice(0, 300), slice(300, None)
+    kernel = KernelRidgeEncoder(alphas=(0.01, 0.1), gammas=(0.3, 1.0)).fit(x[train], y[train])
+    linear = RidgeEncoder().fit(x[train], y[train])
+    residual = {name: np.mean((m.predict(x[test]) - y[test]) ** 2) / y[test].var()
+                for name, m in (("kernel", kernel), ("linear", linear))}
+    assert kernel.predict(x[test]).shape == (100, 1, 3)
+    assert residual["kernel"] < 0.1 and residual["linear"] > 0.5
+    assert kernel.params_["alpha"] in (0.01, 0.1) and kernel.params_["gamma"] in (0.15, 0.5)
+    with pytest.raises(RuntimeError, match="before fit"):
+        KernelRidgeEncoder().predict(x)
+    with pytest.raises(ValueError, match="features has 400 images but responses has 399"):
+        KernelRidgeEncoder().fit(x, y[:399])
 
 
 def test_mean_response_predicts_the_training_grand_average():

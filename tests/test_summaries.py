@@ -86,6 +86,19 @@ def test_fidelity_table_scores_every_model_with_cis(run):
     assert set(summaries.fidelity_by_model(table)) == set(table["model"])
 
 
+def test_readout_table_scores_three_readouts_and_its_first_is_the_ridge_baseline(run):
+    readouts = summaries.readout_table(run, n_boot=100)
+    assert list(readouts["model"].unique()) == list(summaries.READOUTS)
+    ridge = summaries.fidelity_table(run, ("ridge",), n_boot=100)
+    first = readouts[readouts["model"] == summaries.READOUTS[0]]
+    np.testing.assert_allclose(first[["value", "ci_low", "ci_high"]].to_numpy(dtype=float),
+                               ridge[["value", "ci_low", "ci_high"]].to_numpy(dtype=float))
+    assert brackets(readouts[readouts["metric"] != "encoding_score"])
+    # Saved for the group page like every per-subject table.
+    saved = summaries.load_or_compute(run, "readouts")
+    assert set(saved["model"]) == set(summaries.READOUTS) and (saved["subject"] == 1).all()
+
+
 def test_paired_tests_give_differences_with_ci_and_p(run):
     table = summaries.paired_tests(run, n_perm=200, n_boot=200)
     assert [tuple(p) for p in table[["model_a", "model_b"]].to_numpy()] == list(summaries.PAIRS)

@@ -251,12 +251,19 @@ def fidelity_table(run: SubjectRun, models: Sequence[str] = MODELS, *, n_boot: i
         ceiling (the ceiling taken as fixed). The encoding score of ``train_mean`` is NaN:
         it predicts the same response for every image, so it has no variance across images.
     """
+    return score_predictions(run, {model: prediction(run, model) for model in models},
+                             n_boot=n_boot, seed=seed)
+
+
+def score_predictions(run: SubjectRun, predictions: Mapping[str, np.ndarray], *,
+                      n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`fidelity_table` of any named test-set predictions ``(n_images, n_ch, n_times)``."""
     trials = run.dataset.test.signals
     noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
     ceiling = noise_ceiling_r(trials, seed=seed)
     frames = []
-    for model in models:
-        table = fidelity_summary(prediction(run, model), trials, noiseless, n_boot=n_boot,
+    for model, predicted in predictions.items():
+        table = fidelity_summary(predicted, trials, noiseless, n_boot=n_boot,
                                  seed=seed, ceiling=ceiling)
         is_r = table["metric"] != "paper_mse"
         for bound in ("low", "high"):
@@ -266,6 +273,37 @@ def fidelity_table(run: SubjectRun, models: Sequence[str] = MODELS, *, n_boot: i
         frames.append(table.assign(model=model))
     out = pd.concat(frames, ignore_index=True)
     return out[["model"] + [c for c in out.columns if c != "model"]]
+
+
+#: The read-outs of :func:`readout_table`, in display order.
+READOUTS = ("ridge: pooled embedding", "ridge: mean patch token", "kernel ridge: pooled embedding")
+
+
+def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
+    """Test-set predictions of three read-outs of the image features, fit on training averages.
+
+    ``ridge: pooled embedding`` is the ``ridge`` baseline (what the concat generator sees);
+    ``ridge: mean patch token`` reads the token sequence that cross-attention attends to;
+    ``kernel ridge: pooled embedding`` is non-linear (:class:`KernelRidgeEncoder`). If
+    neither of the last two beats the first, the features hold no image information beyond
+    what a linear map of the pooled embedding already uses.
+    """
+    from .models.baselines import KernelRidgeEncoder, RidgeEncoder
+    from .training import match_features
+
+    train = match_features(run.features, run.dataset.train.image_ids)
+    test = match_features(run.features, run.dataset.test.image_ids)
+    responses = run.dataset.train.signals.mean(axis=1)
+    mean_token = [part.tokens.float().mean(dim=1).numpy() for part in (train, test)]
+    pooled = [part.pooled.numpy() for part in (train, test)]
+    return {READOUTS[0]: prediction(run, "ridge"),
+            READOUTS[1]: RidgeEncoder().fit(mean_token[0], responses).predict(mean_token[1]),
+            READOUTS[2]: KernelRidgeEncoder().fit(pooled[0], responses).predict(pooled[1])}
+
+
+def readout_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`fidelity_table` of :func:`readout_predictions` (``model`` names the read-out)."""
+    return score_predictions(run, readout_predictions(run), n_boot=n_boot, seed=seed)
 
 
 def fidelity_by_model(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -757,6 +795,7 @@ def signal_statistics_table(run: SubjectRun, model: str = "cross_attention") -> 
 #: The per-subject tables the group pages read, and how each is computed.
 RESULTS: dict[str, Callable[[SubjectRun], pd.DataFrame]] = {
     "fidelity": fidelity_table,
+    "readouts": readout_table,
     "paired_tests": paired_tests,
     "identification": identification_table,
     "plausibility": plausibility_table,
