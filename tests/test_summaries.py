@@ -99,6 +99,20 @@ def test_readout_table_scores_three_readouts_and_its_first_is_the_ridge_baseline
     assert set(saved["model"]) == set(summaries.READOUTS) and (saved["subject"] == 1).all()
 
 
+def test_paired_display_pivots_comparisons_by_subject():
+    tests = pd.DataFrame({"model_a": ["cross_attention"] * 3, "model_b": ["ridge", "none", "ridge"],
+                          "metric": "paper_r", "difference": [0.1, -0.02, 0.3],
+                          "ci_low": [0.05, -0.04, 0.2], "ci_high": [0.15, 0.0, 0.4],
+                          "p_value": [0.0123, 0.5, 0.0002], "subject": [1, 1, 2]})
+    display = summaries.paired_display(tests)
+    assert list(display.index) == ["cross_attention − ridge (paper_r)",
+                                   "cross_attention − none (paper_r)"]
+    assert list(display.columns) == ["sub-01", "sub-02"]
+    assert display.iloc[0, 0] == "0.100 [0.050, 0.150], p = 0.012"
+    assert display.iloc[0, 1] == "0.300 [0.200, 0.400], p = 0.0002"
+    assert pd.isna(display.iloc[1, 1])  # subject 2 did not run that comparison
+
+
 def test_paired_tests_give_differences_with_ci_and_p(run):
     table = summaries.paired_tests(run, n_perm=200, n_boot=200)
     assert [tuple(p) for p in table[["model_a", "model_b"]].to_numpy()] == list(summaries.PAIRS)

@@ -352,6 +352,22 @@ def ci_text(row, digits: int = 3, *, value: str = "value", low: str = "ci_low",
 _PER_IMAGE_METRICS: dict[str, Callable] = {"paper_r": paper_pearson, "paper_mse": paper_mse}
 
 
+def paired_display(tests: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Saved :func:`paired_tests` of one or more subjects, one row per comparison.
+
+    Columns are subjects; cells read ``'difference [CI], p = …'`` (A − B of the tested
+    metric, bootstrap CI, two-sided permutation p with two significant digits).
+    """
+    cells = [f"{format_ci(r.difference, r.ci_low, r.ci_high, digits)}, p = {r.p_value:.2g}"
+             for r in tests.itertuples()]
+    table = tests.assign(comparison=tests["model_a"] + " − " + tests["model_b"] + " ("
+                         + tests["metric"] + ")", cell=cells)
+    wide = table.pivot(index="comparison", columns="subject", values="cell")
+    order = list(dict.fromkeys(table["comparison"]))
+    return wide.loc[order].rename(columns=lambda s: f"sub-{int(s):02d}").rename_axis(
+        index=None, columns=None)
+
+
 def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
                  metric: str = "paper_r", *, n_perm: int = 10_000, n_boot: int = 1000,
                  seed: int = 0) -> pd.DataFrame:
