@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -56,6 +55,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from analysis.devices import select_device
+from analysis.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -623,29 +623,22 @@ class ImageEncoder:
 
     @staticmethod
     def _save_cache(path: Path, features: ImageFeatures) -> None:
-        """Write atomically: a temp file in the same folder, fsync, then os.replace."""
+        """Write atomically. A cache folder that cannot be created or written to is a
+        warning, not an error (the features in memory are still good); a write that fails
+        part-way (e.g. a full disk) raises, leaving no temporary file."""
+        def write(fh) -> None:
+            np.savez(fh, pooled=features.pooled, tokens=features.tokens,
+                     image_ids=np.array(features.image_ids, dtype=str),
+                     meta=np.array(json.dumps(features.meta)))
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            if not os.access(path.parent, os.W_OK):
+                raise PermissionError(f"{path.parent} is not writable")
         except OSError as exc:
             logger.warning("could not write feature cache %s (%s); continuing without it", path, exc)
             return
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    pooled=features.pooled,
-                    tokens=features.tokens,
-                    image_ids=np.array(features.image_ids, dtype=str),
-                    meta=np.array(json.dumps(features.meta)),
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, write, overwrite=True)
         logger.info("image features cached at %s", path)
 
 

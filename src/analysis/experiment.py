@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, replace
 from functools import cached_property
@@ -29,6 +28,7 @@ import pandas as pd
 
 from . import pipeline
 from .config import Profile, SamplingConfig, get_profile
+from .files import atomic_write_text
 from .models.baselines import MeanResponse, RidgeEncoder
 from .models.conditioning import CONDITIONINGS
 from .provenance import package_versions
@@ -163,11 +163,7 @@ class SubjectRun:
         folder = self.results_dir
         folder.mkdir(parents=True, exist_ok=True)
         frame = frame.assign(dataset=self.dataset_name, subject=self.subject)
-        path = folder / f"{name}.csv"
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
 
     def provenance(self) -> dict:
         """Seeds, versions, device, encoder weights and timings of this run."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from .config import DATASETS, EncoderConfig, Profile, SamplingConfig
 from .data.contract import EpochedDataset
 from .encoders import ImageEncoder, ImageFeatures
+from .files import atomic_write, atomic_write_text
 from .training import TrainConfig, TrainedModel, match_features, model_config_for, train_or_load
 
 logger = logging.getLogger(__name__)
@@ -97,14 +97,13 @@ def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: 
     if save:
         name = generated_name(sampling)
         folder = trained.path.parent
-        tmp = folder / f".{name}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, signals=signals, image_ids=np.array(dataset.test.image_ids))
-        os.replace(tmp, folder / f"{name}.npz")
+        atomic_write(folder / f"{name}.npz", lambda fh: np.savez(
+            fh, signals=signals, image_ids=np.array(dataset.test.image_ids)), overwrite=True)
         record = {"sampling": asdict(sampling), "seconds": round(seconds, 3),
                   "signals_per_s": round(signals.shape[0] * signals.shape[1] / seconds, 3),
                   "checkpoint": str(trained.path), "encoder": {
                       k: features.meta.get(k) for k in ("model", "pretrained", "random_init")}}
-        (folder / f"{name}.json").write_text(json.dumps(record, indent=2))
+        atomic_write_text(folder / f"{name}.json", json.dumps(record, indent=2))
     return signals
 
 

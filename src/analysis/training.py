@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .files import atomic_write, atomic_write_text
 from .provenance import package_versions
 from .data.contract import EpochedDataset
 from .devices import select_device
@@ -188,18 +189,7 @@ def make_diffusion(config: TrainConfig) -> GaussianDiffusion:
 
 def atomic_torch_save(obj: dict, path: Path) -> None:
     """``torch.save`` through a temporary file in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(obj, fh), overwrite=True)
 
 
 def _load(path: Path) -> dict:
@@ -391,7 +381,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         last_epoch=start_epoch * steps_per_epoch - 1)
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_text(folder / "config.json", json.dumps(_run_info(
+        atomic_write_text(folder / "config.json", json.dumps(_run_info(
             key, dataset, features, model_config, train_config, device, model, world), indent=2))
 
     bar = tqdm(range(start_epoch, train_config.epochs), initial=start_epoch,
@@ -468,7 +458,7 @@ def _save_progress(folder: Path, model, ema, optimizer, preprocessing, model_con
                                         train_config, epoch, losses, seconds, dataset),
                       folder / PARTIAL)
     rows = "epoch,loss\n" + "".join(f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(losses))
-    _write_text(folder / "losses.csv", rows)
+    atomic_write_text(folder / "losses.csv", rows)
 
 
 def _run_info(key, dataset, features, model_config, train_config, device, model, world) -> dict:

@@ -37,11 +37,12 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from ..files import atomic_write, atomic_write_text
 from ..provenance import package_versions
 from ..config import SimulationSize, get_profile
 from . import images as stimuli
 from .contract import EpochedDataset, format_error
-from .things_eeg2 import atomic_write, load_things_eeg2, write_image_metadata, write_things_eeg2
+from .things_eeg2 import load_things_eeg2, write_image_metadata, write_things_eeg2
 from .things_meg import load_things_meg, write_things_meg
 
 logger = logging.getLogger(__name__)
@@ -462,10 +463,6 @@ def _save_npy(path: Path, array: np.ndarray, *, overwrite: bool = False) -> None
     atomic_write(path, lambda fh: np.save(fh, array), overwrite=overwrite)
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode()), overwrite=True)
-
-
 def _write_images(attrs: pd.DataFrame, folder: Path, image_size: int, progress: bool) -> None:
     """Render every stimulus into ``folder/<concept>/<file>`` (skips files already there)."""
     for _, row in tqdm(attrs.iterrows(), total=len(attrs), disable=not progress,
@@ -526,7 +523,7 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
     attrs_path = image_root / "image_attributes.csv"
     if not attrs_path.is_file():
         table = pd.concat([train_attrs.assign(split="train"), test_attrs.assign(split="test")])
-        _write_text(attrs_path, table.to_csv(index=False))
+        atomic_write_text(attrs_path, table.to_csv(index=False))
     if not (image_root / "image_metadata.npy").is_file():
         write_image_metadata(image_root, list(train_attrs["concept"]), list(train_attrs["file"]),
                              list(test_attrs["concept"]), list(test_attrs["file"]))
@@ -560,7 +557,7 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
             "image_set_folder": "image_set",
             "versions": package_versions(),
         }
-        _write_text(manifest_path, json.dumps(manifest, indent=2))
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return root
 
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import mne
 import numpy as np
 
+from ..files import atomic_write, refuse_existing
 from .contract import (
     DataFormatError,
     EpochedDataset,
@@ -545,7 +545,7 @@ def write_things_eeg2(
     base = Path(data_dir) if data_dir is not None else Path(root) / DATA_FOLDERS[variant]
     folder = base / subject_folder_name(subject)
     targets = {split: folder / name for split, name in SPLIT_FILES.items()}
-    _refuse_existing(targets.values(), overwrite)
+    refuse_existing(targets.values(), overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     dump = _save_npy if variant == "official" else _save_pickle
     for split, signals in (("train", train_signals), ("test", test_signals)):
@@ -579,7 +579,7 @@ def write_image_metadata(
         if len(concepts) != len(files):
             raise ValueError(f"{name}: {len(concepts)} concepts but {len(files)} files")
     target = Path(images_root) / METADATA_FILE
-    _refuse_existing([target], overwrite)
+    refuse_existing([target], overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     content = {"train_img_concepts": [str(c) for c in train_concepts],
                "train_img_files": [str(f) for f in train_files],
@@ -596,41 +596,3 @@ def _save_npy(fh, content: dict) -> None:
 
 def _save_pickle(fh, content: dict) -> None:
     pickle.dump(content, fh, protocol=4)  # what the NICE/ATM preprocessing scripts use
-
-
-def _refuse_existing(paths, overwrite: bool) -> None:
-    if overwrite:
-        return
-    existing = [str(p) for p in paths if Path(p).exists()]
-    if existing:
-        raise FileExistsError(f"refusing to overwrite existing data file(s) {existing}; "
-                              "pass overwrite=True to replace them")
-
-
-def atomic_write(target: Path, write: Callable[[Any], None], *, overwrite: bool = False) -> Path:
-    """Write ``target`` through a temporary file in the same folder, then rename it.
-
-    Parameters
-    ----------
-    target : Path
-        Final file name.
-    write : callable
-        Called with a binary file object open for writing.
-    overwrite : bool
-        If False and ``target`` exists, raise ``FileExistsError`` (checked again right
-        before the rename, to narrow the window for a concurrent writer).
-    """
-    target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _refuse_existing([target], overwrite)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
