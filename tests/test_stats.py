@@ -155,5 +155,7 @@ def test_paired_tests_validate_pairing():
 def test_format_ci():
     assert format_ci(0.4213, 0.379, 0.4649) == "0.42 [0.38, 0.46]"
     assert format_ci(1.0, -0.5, 2.25, digits=3) == "1.000 [-0.500, 2.250]"
+    # A bound that rounds to zero is "0.000", not "-0.000".
+    assert format_ci(-0.009, -0.018, -0.0003, digits=3) == "-0.009 [-0.018, 0.000]"
     assert format_ci(float("nan"), float("nan"), float("nan")) == "undefined"
     assert format_ci(0.4213, float("nan"), float("nan")) == "0.42 [no CI]"

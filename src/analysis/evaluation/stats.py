@@ -403,8 +403,12 @@ def format_ci(value: float, low: float, high: float, digits: int = 2) -> str:
     every image) reads ``'undefined'``; a value whose interval is undefined (e.g. a
     Student-t interval over one subject) reads ``'0.42 [no CI]'``.
     """
+    def number(x: float) -> str:
+        text = f"{x:.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
+
     if not np.isfinite(value):
         return "undefined"
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.{digits}f} [no CI]"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+        return f"{number(value)} [no CI]"
+    return f"{number(value)} [{number(low)}, {number(high)}]"
