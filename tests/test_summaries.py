@@ -233,6 +233,12 @@ def test_headline_from_saved_tables(runs):
     assert (table["n_subjects"] == 2).all()
     fig = plots.plot_group_bars(values, ["encoding_pct_ceiling", "paper_r"])
     assert isinstance(fig, Figure)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(summaries.MODELS)
+    # Long names (the read-outs) are wrapped, not rotated off the figure.
+    long = values.replace({"model": {"ridge": "kernel ridge: pooled embedding"}})
+    ticks = plots.plot_group_bars(long, ["paper_r"]).axes[0].get_xticklabels()
+    assert "kernel ridge:\npooled embedding" in [t.get_text() for t in ticks]
+    assert {t.get_rotation() for t in ticks} == {0.0}
 
 
 def test_inter_subject_topography(runs):

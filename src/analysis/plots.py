@@ -9,6 +9,7 @@ Every function returns a matplotlib Figure and never calls ``plt.show``.
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -20,6 +21,9 @@ from matplotlib.figure import Figure
 
 from .evaluation import topography
 from .models.conditioning import CONDITIONINGS
+
+#: Tick labels longer than this are wrapped onto several lines instead of rotated.
+LONG_LABEL = 16
 from .summaries import RANGES, example_channels, example_images, group_mean_table, prediction
 
 if TYPE_CHECKING:
@@ -189,7 +193,10 @@ def plot_group_bars(values: pd.DataFrame, quantities: Sequence[str], *,
             dots = part[part["model"] == model]["value"].to_numpy(dtype=float)
             ax.plot(np.full(len(dots), i) + np.linspace(-0.15, 0.15, len(dots)), dots, "o",
                     color="k", ms=3)
-        ax.set_xticks(x, models, rotation=30, ha="right")
+        if max(map(len, models)) > LONG_LABEL:  # e.g. "kernel ridge: pooled embedding"
+            ax.set_xticks(x, [textwrap.fill(m, LONG_LABEL) for m in models], fontsize="small")
+        else:
+            ax.set_xticks(x, models, rotation=30, ha="right")
         ax.set_ylabel(labels.get(quantity, quantity.replace("_", " ")))
         ax.axhline(0, color="0.5", lw=0.8)
         if quantity in references:
