@@ -21,14 +21,14 @@ from matplotlib.figure import Figure
 
 from .evaluation import topography
 from .models.conditioning import CONDITIONINGS
-
-#: Tick labels longer than this are wrapped onto several lines instead of rotated.
-LONG_LABEL = 16
 from .summaries import RANGES, example_channels, example_images, group_mean_table, prediction
 
 if TYPE_CHECKING:
     from .data.contract import EpochedDataset
     from .experiment import SubjectRun
+
+#: Tick labels longer than this are wrapped onto several lines instead of rotated.
+LONG_LABEL = 16
 
 
 def plot_grand_average(dataset: EpochedDataset) -> Figure:

@@ -208,14 +208,14 @@ def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, float]:
     already running finish (their pages are complete and valid) and the first failure is
     raised. Returns the seconds each page took.
     """
-    priority = critical_path_seconds(pages)
-    pending = {page.key: page for page in pages}
     timings: dict[str, float] = {}
     if jobs <= 1:
         for page in pages:  # planned in an order that respects every dependency
             logger.info("executing %s", page.key)
             timings[page.key] = execute_notebook(page.template, page.output, page.parameters, cwd)
         return timings
+    priority = critical_path_seconds(pages)
+    pending = {page.key: page for page in pages}
     threads = max(1, (os.cpu_count() or 1) // jobs)
     failure: NotebookFailed | None = None
     running: dict[Future, Page] = {}

@@ -293,8 +293,8 @@ def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
 
     train = match_features(run.features, run.dataset.train.image_ids)
     test = match_features(run.features, run.dataset.test.image_ids)
-    responses = run.dataset.train.signals.mean(axis=1)
-    mean_token = [part.tokens.float().mean(dim=1).numpy() for part in (train, test)]
+    responses = run.dataset.train.average()
+    mean_token = [part.tokens.mean(dim=1).numpy() for part in (train, test)]
     pooled = [part.pooled.numpy() for part in (train, test)]
     return {READOUTS[0]: prediction(run, "ridge"),
             READOUTS[1]: RidgeEncoder().fit(mean_token[0], responses).predict(mean_token[1]),

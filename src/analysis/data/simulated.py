@@ -37,9 +37,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from ..config import SimulationSize, get_profile
 from ..files import atomic_write, atomic_write_text
 from ..provenance import package_versions
-from ..config import SimulationSize, get_profile
 from . import images as stimuli
 from .contract import EpochedDataset, format_error
 from .things_eeg2 import load_things_eeg2, write_image_metadata, write_things_eeg2
