@@ -71,3 +71,14 @@ def test_features_reports_random_init_and_reuses_its_cache(tmp_path, capsys):
         main(args)
     assert "cache hit" in capsys.readouterr().out
     assert len(list(cache.glob("*.npz"))) == 1
+    # Any encoder through the command: the pretrained CNN, with its label.
+    main(args + ["--encoder", "timm", "--stages", "blocks.4", "conv_head"])
+    out = capsys.readouterr().out
+    assert "ImageNet-pretrained EfficientNet-Lite0, not CLIP" in out and "tokens (160, 49, 1392)" in out
+    assert len(list(cache.glob("*.npz"))) == 2
+
+
+def test_a_missing_weights_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        main(["features", "--profile", "ci", "--root", str(tmp_path), "--encoder", "timm",
+              "--pretrained", str(tmp_path / "missing.pth"), "--quiet"])

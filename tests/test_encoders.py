@@ -14,14 +14,16 @@ import torch
 from PIL import Image
 
 from analysis import encoders
+import analysis.encoders.base
+import analysis.encoders.clip
 from analysis.config import CI_ENCODER
-from analysis.encoders import ImageEncoder, ImageFeatures, RandomInitWarning, benchmark_features
+from analysis.encoders import ClipEncoder, ImageFeatures, RandomInitWarning, benchmark_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::analysis.encoders.RandomInitWarning")
 
 
-def make_encoder(seed: int = 0, pretrained=None, **kwargs) -> ImageEncoder:
-    return ImageEncoder(CI_ENCODER, pretrained, device="cpu", seed=seed, batch_size=2, **kwargs)
+def make_encoder(seed: int = 0, pretrained=None, **kwargs) -> ClipEncoder:
+    return ClipEncoder(CI_ENCODER, pretrained, device="cpu", seed=seed, batch_size=2, **kwargs)
 
 
 def write_images(folder, n: int = 3, size=(40, 30)) -> list:
@@ -37,12 +39,12 @@ def write_images(folder, n: int = 3, size=(40, 30)) -> list:
 
 
 @pytest.fixture(scope="module")
-def enc0() -> ImageEncoder:
+def enc0() -> ClipEncoder:
     return make_encoder(seed=0)
 
 
 @pytest.fixture(scope="module")
-def enc1() -> ImageEncoder:
+def enc1() -> ClipEncoder:
     return make_encoder(seed=1)
 
 
@@ -103,7 +105,7 @@ def test_files_and_in_memory_images_agree(enc0, images):
 
 
 def test_batching_does_not_change_features(enc0, images):
-    one_batch = ImageEncoder(CI_ENCODER, device="cpu", seed=0, batch_size=8).encode(images, progress=False)
+    one_batch = ClipEncoder(CI_ENCODER, device="cpu", seed=0, batch_size=8).encode(images, progress=False)
     np.testing.assert_allclose(one_batch.pooled, enc0.encode(images, progress=False).pooled,
                                rtol=1e-5, atol=1e-6)
 
@@ -225,7 +227,7 @@ def test_checkpoint_for_other_architecture_is_a_clear_error(tmp_path, enc1):
 
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown open_clip model 'ViT-Z-99'"):
-        ImageEncoder("ViT-Z-99", device="cpu")
+        ClipEncoder("ViT-Z-99", device="cpu")
 
 
 def test_unknown_pretrained_value():
@@ -236,15 +238,15 @@ def test_unknown_pretrained_value():
 def test_pretrained_tag_offline_fails_fast_with_advice():
     # 'openai' is a real tag for ViT-B-32; the download fails before the model is built.
     with pytest.raises(RuntimeError, match="could not be obtained offline") as info:
-        ImageEncoder("ViT-B-32", "openai", device="cpu")
+        ClipEncoder("ViT-B-32", "openai", device="cpu")
     assert "local-dir:" in str(info.value)
 
 
 def test_openai_tag_gets_quick_gelu():
     # open_clip's plain ViT configs use GELU, the OpenAI weights were trained with QuickGELU
-    spec = encoders._resolve_weights("ViT-L-14", "openai")
+    spec = encoders.clip._resolve_weights("ViT-L-14", "openai")
     assert spec.source == "tag" and spec.kwargs == {"force_quick_gelu": True}
-    assert encoders._resolve_weights("ViT-L-14-quickgelu", "openai").kwargs == {}
+    assert encoders.clip._resolve_weights("ViT-L-14-quickgelu", "openai").kwargs == {}
 
 
 # ---------------------------------------------------------------- missing images
@@ -342,7 +344,7 @@ def test_failed_cache_write_leaves_no_temp_file(enc0, images, tmp_path, monkeypa
     def failing_savez(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(encoders.np, "savez", failing_savez)
+    monkeypatch.setattr(encoders.base.np, "savez", failing_savez)
     with pytest.raises(OSError, match="disk full"):
         enc0.encode(images, cache_dir=cache, progress=False)
     assert list(cache.iterdir()) == []
@@ -351,8 +353,9 @@ def test_failed_cache_write_leaves_no_temp_file(enc0, images, tmp_path, monkeypa
 # ---------------------------------------------------------------- benchmark
 
 def test_benchmark_features_tiny():
-    result = benchmark_features(CI_ENCODER, n_images=4, batch_size=2, device="cpu", repeats=2)
+    result = benchmark_features(make_encoder(), n_images=4, repeats=2)
     assert {"model", "device", "n_images", "seconds", "images_per_s", "random_init"} <= set(result)
     assert result["model"] == CI_ENCODER and result["n_images"] == 4
     assert result["device"] == "cpu" and result["random_init"] is True
     assert result["seconds"] > 0 and result["images_per_s"] > 0
+    assert result["family"] == "open_clip" and result["batch_size"] == 2

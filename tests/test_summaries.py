@@ -86,17 +86,26 @@ def test_fidelity_table_scores_every_model_with_cis(run):
     assert set(summaries.fidelity_by_model(table)) == set(table["model"])
 
 
-def test_readout_table_scores_three_readouts_and_its_first_is_the_ridge_baseline(run):
+def test_readout_table_scores_every_feature_set_and_its_pooled_row_is_the_ridge_baseline(run):
     readouts = summaries.readout_table(run, n_boot=100)
-    assert list(readouts["model"].unique()) == list(summaries.READOUTS)
+    own = f"{get_profile('ci').encoder.model} (random init): pooled"
+    assert list(readouts["model"].unique()) == [
+        own, f"{own}, kernel ridge", "i2b-tiny-vit (random init): tokens, mean",
+        "tf_efficientnet_lite0 (pretrained): pooled", "raw pixels 16x16",
+        "true attributes (oracle)"]
     ridge = summaries.fidelity_table(run, ("ridge",), n_boot=100)
-    first = readouts[readouts["model"] == summaries.READOUTS[0]]
+    first = readouts[readouts["model"] == own]
     np.testing.assert_allclose(first[["value", "ci_low", "ci_high"]].to_numpy(dtype=float),
                                ridge[["value", "ci_low", "ci_high"]].to_numpy(dtype=float))
     assert brackets(readouts[readouts["metric"] != "encoding_score"])
     # Saved for the group page like every per-subject table.
     saved = summaries.load_or_compute(run, "readouts")
-    assert set(saved["model"]) == set(summaries.READOUTS) and (saved["subject"] == 1).all()
+    assert set(saved["model"]) == set(readouts["model"]) and (saved["subject"] == 1).all()
+    display = summaries.readout_display(saved)
+    assert list(display.columns) == ["sub-1", "group"] and list(display.index) == list(
+        readouts["model"].unique())
+    findings = summaries.readout_findings(saved)
+    assert f"`{own}`" in findings and "The best read-out is" in findings
 
 
 def test_paired_display_pivots_comparisons_by_subject():

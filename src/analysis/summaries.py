@@ -275,35 +275,83 @@ def score_predictions(run: SubjectRun, predictions: Mapping[str, np.ndarray], *,
     return out[["model"] + [c for c in out.columns if c != "model"]]
 
 
-#: The read-outs of :func:`readout_table`, in display order.
-READOUTS = ("ridge: pooled embedding", "ridge: mean patch token", "kernel ridge: pooled embedding")
-
-
 def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
-    """Test-set predictions of three read-outs of the image features, fit on training averages.
+    """Test-set predictions of ridge on each feature set of :func:`analysis.readouts.feature_sets`.
 
-    ``ridge: pooled embedding`` is the ``ridge`` baseline (what the concat generator sees);
-    ``ridge: mean patch token`` reads the token sequence that cross-attention attends to;
-    ``kernel ridge: pooled embedding`` is non-linear (:class:`KernelRidgeEncoder`). If
-    neither of the last two beats the first, the features hold no image information beyond
-    what a linear map of the pooled embedding already uses.
+    Each is fit on the training averages. The profile encoder's pooled read-out *is* the
+    ``ridge`` baseline. Beside them, RBF kernel ridge on the same pooled embedding asks
+    whether the features hold image information that a linear map misses.
     """
     from .models.baselines import KernelRidgeEncoder, RidgeEncoder
-    from .training import match_features
+    from .readouts import feature_sets, pooled_name
 
-    train = match_features(run.features, run.dataset.train.image_ids)
-    test = match_features(run.features, run.dataset.test.image_ids)
     responses = run.dataset.train.average()
-    mean_token = [part.tokens.mean(dim=1).numpy() for part in (train, test)]
-    pooled = [part.pooled.numpy() for part in (train, test)]
-    return {READOUTS[0]: prediction(run, "ridge"),
-            READOUTS[1]: RidgeEncoder().fit(mean_token[0], responses).predict(mean_token[1]),
-            READOUTS[2]: KernelRidgeEncoder().fit(pooled[0], responses).predict(pooled[1])}
+    own = pooled_name(run.features.meta)
+    out = {}
+    for name, (train, test) in feature_sets(run, run.readout_features).items():
+        out[name] = (prediction(run, "ridge") if name == own
+                     else RidgeEncoder().fit(train, responses).predict(test))
+        if name == own:
+            out[f"{own}, kernel ridge"] = KernelRidgeEncoder().fit(train, responses).predict(test)
+    return out
 
 
 def readout_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """:func:`fidelity_table` of :func:`readout_predictions` (``model`` names the read-out)."""
     return score_predictions(run, readout_predictions(run), n_boot=n_boot, seed=seed)
+
+
+def readout_display(readouts: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Saved :func:`readout_table` s of one or more subjects as a display table.
+
+    One row per read-out; one column per subject with its encoding score as % of the
+    (exact, when simulated) ceiling and the bootstrap 95 % CI over test images, and a
+    ``group`` column with the mean over subjects and its Student-t 95 % CI.
+    """
+    encoding = readouts[(readouts["metric"] == "encoding_score")
+                        & (readouts["ceiling_method"] == preferred_ceiling(readouts))]
+    wide = ci_pivot(encoding.assign(subject="sub-" + encoding["subject"].astype(str)), "model",
+                    "subject", value="pct_of_ceiling", low="pct_ci_low", high="pct_ci_high",
+                    digits=digits)
+    means = group_mean_table(encoding.rename(columns={"pct_of_ceiling": "pct"}), ["model"],
+                             value="pct", bounds=(-100.0, 100.0)).set_index("model")
+    wide["group"] = [format_ci(means.loc[m, "mean"], means.loc[m, "ci_low"],
+                               means.loc[m, "ci_high"], digits) for m in wide.index]
+    wide.index.name = "read-out (ridge unless said)"
+    return wide
+
+
+def readout_findings(readouts: pd.DataFrame) -> str:
+    """What the read-outs say, in sentences computed from the saved tables (Markdown).
+
+    Names the best read-out, where the profile encoder's pooled features stand against raw
+    pixels, the other encoders and, on simulated data, the true attributes.
+    """
+    encoding = readouts[(readouts["metric"] == "encoding_score")
+                        & (readouts["ceiling_method"] == preferred_ceiling(readouts))]
+    means = group_mean_table(encoding, ["model"], value="pct_of_ceiling",
+                             bounds=(-100.0, 100.0)).set_index("model")
+    n = int(means["n"].max())
+    ceiling = preferred_ceiling(readouts)
+
+    def say(model: str) -> str:
+        return f"{means.loc[model, 'mean']:.1f} % [{means.loc[model, 'ci_low']:.1f}, " \
+               f"{means.loc[model, 'ci_high']:.1f}]"
+
+    own = next(m for m in means.index if m.endswith(": pooled"))
+    lines = [f"Ridge on the profile encoder's pooled features (`{own}`, the input of the ridge "
+             f"baseline and of concatenation) reaches {say(own)} of the {ceiling} ceiling "
+             f"(mean over {n} subject{'s' if n != 1 else ''}, Student-t 95 % CI)."]
+    for model in means.index:
+        if model == own or model.startswith(own.rsplit(":", 1)[0]):
+            continue
+        verdict = ("above" if means.loc[model, "ci_low"] > means.loc[own, "mean"] else
+                   "below" if means.loc[model, "ci_high"] < means.loc[own, "mean"] else
+                   "not clearly different from")
+        lines.append(f"`{model}`: {say(model)}, {verdict} the profile encoder's mean.")
+    best = means["mean"].idxmax()
+    lines.append(f"The best read-out is `{best}` ({say(best)}).")
+    return "\n\n".join(lines)
 
 
 def fidelity_by_model(table: pd.DataFrame) -> dict[str, pd.DataFrame]:

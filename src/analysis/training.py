@@ -464,8 +464,9 @@ def _save_progress(folder: Path, model, ema, optimizer, preprocessing, model_con
 def _run_info(key, dataset, features, model_config, train_config, device, model, world) -> dict:
     return {
         "key": key, "dataset": dataset_fingerprint(dataset),
-        "encoder": {k: features.meta.get(k) for k in ("model", "pretrained", "weights_digest",
-                                                        "random_init")},
+        "encoder": {k: features.meta.get(k) for k in ("family", "model", "pretrained", "label",
+                                                        "weights_digest", "random_init",
+                                                        "stages", "grid")},
         "model": model_config.as_dict(), "train": train_config.as_dict(),
         "n_parameters": model.n_parameters(), "device": str(device), "world_size": world,
         "versions": package_versions(),

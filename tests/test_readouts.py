@@ -1,0 +1,80 @@
+"""Read-outs of what features carry, and the fixed validation split, on known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis.data.images import CONTINUOUS_RANGES, HUES, SHAPES, TEXTURES, all_concepts
+from analysis.readouts import (attribute_features, pixel_features, split_rows, stage_slices,
+                               validation_score)
+from analysis.encoders import ImageFeatures
+from analysis.validation import concept_draw, validation_mask
+
+
+def test_pixel_features_are_down_sampled_rgb_in_unit_range(tmp_path):
+    path = tmp_path / "red.png"
+    Image.fromarray(np.tile(np.array([255, 0, 51], np.uint8), (40, 30, 1))).save(path)
+    pixels = pixel_features([path], size=4)
+    assert pixels.shape == (1, 4 * 4 * 3) and pixels.dtype == np.float32
+    np.testing.assert_allclose(pixels.reshape(4, 4, 3), np.broadcast_to([1.0, 0.0, 0.2], (4, 4, 3)))
+
+
+def test_attribute_features_one_hot_plus_continuous():
+    table = pd.DataFrame([{"shape": "star", "hue": "blue", "texture": "solid", "curved": True,
+                           **{k: 0.5 for k in CONTINUOUS_RANGES}}])
+    table.loc[0, "rotation"] = np.pi / 2
+    x = attribute_features(table)
+    n_cat = len(SHAPES) + len(HUES) + len(TEXTURES)
+    assert x.shape == (1, n_cat + 1 + len(CONTINUOUS_RANGES) + 1)  # rotation → cos, sin
+    assert x[0, :n_cat].sum() == 3 and x[0, SHAPES.index("star")] == 1
+    assert x[0, len(SHAPES) + HUES.index("blue")] == 1 and x[0, n_cat] == 1  # curved
+    np.testing.assert_allclose(x[0, -2:], [0.0, 1.0], atol=1e-6)
+
+
+def test_validation_score_is_high_for_informative_and_near_zero_for_blind_features():
+    rng = np.random.default_rng(0)
+    informative = rng.standard_normal((300, 5))
+    responses = np.einsum("nf,fct->nct", informative, rng.standard_normal((5, 3, 4)))
+    responses += 0.1 * rng.standard_normal(responses.shape)
+    mask = np.arange(300) % 5 == 0
+    assert validation_score(informative, responses, mask) > 0.95
+    assert abs(validation_score(rng.standard_normal((300, 5)), responses, mask)) < 0.2
+
+
+def test_stage_slices_follow_the_pooled_layout():
+    meta = {"stage_channels": {"a": 2, "b": 3}, "grid": 2}
+    assert stage_slices(meta) == {"a": slice(0, 8), "b": slice(8, 20)}
+    assert stage_slices({"model": "ViT-B-32"}) == {}
+
+
+def test_split_rows_reorders_by_image_id():
+    features = ImageFeatures(["x", "y", "z"], np.arange(6, dtype=np.float32).reshape(3, 2),
+                             np.zeros((3, 1, 1), np.float16))
+    train, test = split_rows(features, (["z", "x"], ["y"]))
+    np.testing.assert_array_equal(train, [[4, 5], [0, 1]])
+    np.testing.assert_array_equal(test, [[2, 3]])
+
+
+def test_validation_split_is_fixed_by_concept_names_alone():
+    names = [c.name for c in all_concepts()]
+    mask = validation_mask(names)
+    assert 0.05 < mask.mean() < 0.15  # about the 10 % asked for (576 concepts)
+    # Other concepts (e.g. a different test set) do not move any concept across the split.
+    subset = names[::3]
+    np.testing.assert_array_equal(validation_mask(subset), mask[::3])
+    # Images of one concept go together.
+    repeated = [n for n in names[:50] for _ in range(4)]
+    assert (validation_mask(repeated).reshape(50, 4).all(axis=1)
+            == validation_mask(repeated).reshape(50, 4).any(axis=1)).all()
+    assert concept_draw("red_solid_star") == concept_draw("red_solid_star")
+
+
+def test_validation_split_refuses_a_degenerate_split():
+    with pytest.raises(ValueError, match="fraction: expected a number in"):
+        validation_mask(["a", "b"], fraction=1.5)
+    lonely = next(n for n in (f"c{i}" for i in range(100)) if concept_draw(n) >= 0.1)
+    with pytest.raises(ValueError, match="leaves no validation concept"):
+        validation_mask([lonely] * 4)
