@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from analysis.data.images import CONTINUOUS_RANGES, HUES, SHAPES, TEXTURES, all_concepts
-from analysis.readouts import (attribute_features, pixel_features, split_rows, stage_slices,
-                               validation_score)
+from analysis.readouts import (attribute_features, encoder_name, pixel_features, split_rows,
+                               stage_slices, token_grid_means, validation_score)
 from analysis.encoders import ImageFeatures
 from analysis.validation import concept_draw, validation_mask
 
@@ -78,3 +78,18 @@ def test_validation_split_refuses_a_degenerate_split():
     lonely = next(n for n in (f"c{i}" for i in range(100)) if concept_draw(n) >= 0.1)
     with pytest.raises(ValueError, match="leaves no validation concept"):
         validation_mask([lonely] * 4)
+
+
+def test_token_grid_means_average_square_blocks_of_positions():
+    tokens = np.arange(16, dtype=np.float32).reshape(1, 16, 1)  # a 4 × 4 grid, one channel
+    np.testing.assert_allclose(token_grid_means(tokens), [[2.5, 4.5, 10.5, 12.5]])
+    assert token_grid_means(np.zeros((2, 49, 3))).shape == (2, 12)
+    with pytest.raises(ValueError, match="square number of tokens, found 5"):
+        token_grid_means(np.zeros((1, 5, 2)))
+
+
+def test_encoder_names_are_short_and_say_the_weights():
+    assert encoder_name({"family": "timm", "model": "tf_efficientnet_lite0",
+                         "random_init": False}) == "EffNet-Lite0 (ImageNet)"
+    assert encoder_name({"family": "open_clip", "model": "ViT-B-32",
+                         "random_init": True}) == "CLIP ViT-B-32 (random init)"

@@ -3,6 +3,7 @@ test_book_end_to_end.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -94,3 +95,35 @@ def test_a_failing_page_stops_what_depends_on_it_and_names_the_cell(tmp_path):
     assert not (tmp_path / "pages/broken.ipynb").exists()  # no half-written page
     assert not (tmp_path / "d.json").exists()               # the dependent never started
     assert (tmp_path / "pages/independent.ipynb").is_file()  # already running: finished
+
+
+def test_the_command_line_encoder_reaches_every_page(tmp_path, monkeypatch):
+    """`python -m analysis run --encoder timm ...`: features are prepared with that encoder
+    and every page gets it as its `encoder` parameter."""
+    from analysis import runner
+    from analysis.cli import main
+    from analysis.config import ENCODER_DEFAULTS, get_profile
+
+    captured = {}
+
+    def fake_execute(pages, cwd, jobs):
+        captured["pages"] = pages
+        return {}
+
+    monkeypatch.setattr(runner, "execute_pages", fake_execute)
+    monkeypatch.setattr(runner, "write_toc", lambda root: None)
+    assert main(["run", "--profile", "ci", "--subjects", "1", "--book-root", str(tmp_path),
+                 "--workdir", str(tmp_path / "work"), "--no-build", "--encoder", "timm",
+                 "--stages", "blocks.4", "conv_head"]) == 0
+    expected = dataclasses.replace(ENCODER_DEFAULTS["timm"], stages=("blocks.4", "conv_head"),
+                                   batch_size=get_profile("ci").encoder.batch_size)
+    encoders = [page.parameters["encoder"] for page in captured["pages"]]
+    assert len(encoders) == len(SUBJECT_NOTEBOOKS) + len(GROUP_NOTEBOOKS)
+    assert all(e == dataclasses.asdict(expected) for e in encoders)
+    cache = tmp_path / "work" / "cache" / "features"
+    # Prepared in the parent: the chosen encoder and the profile's read-out CNN (its default
+    # stages), never the profile's own tiny CLIP, which the command line replaced.
+    assert len(list(cache.glob("features-tf_efficientnet_lite0-*"))) == 2
+    assert not list(cache.glob("features-i2b-tiny-vit-*"))
+    from analysis.config import EncoderConfig
+    assert EncoderConfig(**encoders[0]) == expected  # what a page rebuilds from its parameter

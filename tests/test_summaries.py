@@ -88,11 +88,10 @@ def test_fidelity_table_scores_every_model_with_cis(run):
 
 def test_readout_table_scores_every_feature_set_and_its_pooled_row_is_the_ridge_baseline(run):
     readouts = summaries.readout_table(run, n_boot=100)
-    own = f"{get_profile('ci').encoder.model} (random init): pooled"
+    own = f"CLIP {get_profile('ci').encoder.model} (random init): pooled"
     assert list(readouts["model"].unique()) == [
-        own, f"{own}, kernel ridge", "i2b-tiny-vit (random init): tokens, mean",
-        "tf_efficientnet_lite0 (pretrained): pooled", "raw pixels 16x16",
-        "true attributes (oracle)"]
+        own, f"{own}, kernel", "CLIP i2b-tiny-vit (random init): tokens, 2x2 grid",
+        "EffNet-Lite0 (ImageNet): pooled", "raw pixels 16x16", "true attributes (oracle)"]
     ridge = summaries.fidelity_table(run, ("ridge",), n_boot=100)
     first = readouts[readouts["model"] == own]
     np.testing.assert_allclose(first[["value", "ci_low", "ci_high"]].to_numpy(dtype=float),

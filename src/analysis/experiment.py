@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
@@ -100,9 +101,16 @@ class SubjectRun:
     def readout_features(self) -> list:
         """Features of the profile's ``readout_encoders`` (other than its own encoder), for
         the read-outs of what features carry; cached on disk like :attr:`features`."""
-        return [pipeline.dataset_features(self.dataset, config, self.workdir / "cache" / "features",
-                                          device=self.device, progress=self.progress)
-                for config in self.profile.readout_encoders if config != self.profile.encoder]
+        from .encoders import RandomInitWarning
+
+        with warnings.catch_warnings():
+            # These read-outs are named "(random init)" where they are; one warning per page
+            # about an ablation would read as if the page's own encoder were random.
+            warnings.simplefilter("ignore", RandomInitWarning)
+            return [pipeline.dataset_features(self.dataset, config,
+                                              self.workdir / "cache" / "features",
+                                              device=self.device, progress=self.progress)
+                    for config in self.profile.readout_encoders if config != self.profile.encoder]
 
     @property
     def encoder_label(self) -> str:

@@ -11,6 +11,7 @@ attributes ("oracle features") — and scores ridge on the validation concepts
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -96,8 +97,15 @@ def validation_score(features: np.ndarray, responses: np.ndarray, mask: np.ndarr
 
 
 def encoder_name(meta: dict) -> str:
-    """Short name of the encoder behind some features, e.g. ``'ViT-B-32 (random init)'``."""
-    return f"{meta.get('model')} ({'random init' if meta.get('random_init') else 'pretrained'})"
+    """Short name of the encoder behind some features, e.g. ``'CLIP ViT-B-32 (random init)'``."""
+    model = str(meta.get("model"))
+    if meta.get("family") == "timm":
+        name = re.sub(r"^tf_efficientnet_lite(\d)$", r"EffNet-Lite\1", model)
+        weights = "random init" if meta.get("random_init") else "ImageNet"
+    else:
+        name = f"CLIP {model}"
+        weights = "random init" if meta.get("random_init") else "pretrained"
+    return f"{name} ({weights})"
 
 
 def pooled_name(meta: dict) -> str:
@@ -117,6 +125,32 @@ def stage_slices(meta: dict) -> dict[str, slice]:
         slices[stage] = slice(start, start + int(n) * grid * grid)
         start += int(n) * grid * grid
     return slices
+
+
+def token_grid_means(tokens: np.ndarray, grid: int = 2) -> np.ndarray:
+    """Token sequences on a square grid of positions, averaged over ``grid × grid`` blocks.
+
+    Parameters
+    ----------
+    tokens : ndarray, shape (n_images, n_tokens, token_dim)
+        ``n_tokens`` a square number (7 × 7 for ViT-B/32 patches and the CNN's positions).
+
+    Returns
+    -------
+    ndarray, float32, shape (n_images, grid * grid * token_dim)
+        Where in the image a feature is, coarsely; the pooled embedding of a CNN with a 1 × 1
+        grid is the mean of these blocks, so a gain over it is spatial information.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, length, dim = tokens.shape
+    side = int(round(np.sqrt(length)))
+    if side * side != length:
+        raise ValueError(f"tokens: expected a square number of tokens, found {length}")
+    maps = torch.as_tensor(np.asarray(tokens, dtype=np.float32)).transpose(1, 2)
+    blocks = F.adaptive_avg_pool2d(maps.reshape(n, dim, side, side), grid)
+    return blocks.reshape(n, dim * grid * grid).numpy()
 
 
 def split_rows(features, image_ids_by_split: Sequence[Sequence[str]], array: str = "pooled"
@@ -148,8 +182,8 @@ def feature_sets(run, extra_features: Sequence = ()) -> dict[str, tuple[np.ndarr
     sets = {pooled_name(own.meta): pooled}
     for stage, where in stage_slices(own.meta).items():
         sets[f"{encoder_name(own.meta)}: stage {stage}"] = tuple(x[:, where] for x in pooled)
-    sets[f"{encoder_name(own.meta)}: tokens, mean"] = tuple(
-        t.mean(axis=1) for t in split_rows(own, ids, "tokens"))
+    sets[f"{encoder_name(own.meta)}: tokens, 2x2 grid"] = tuple(
+        token_grid_means(t) for t in split_rows(own, ids, "tokens"))
     for features in extra_features:
         sets[pooled_name(features.meta)] = tuple(split_rows(features, ids))
     sets["raw pixels 16x16"] = tuple(pixel_features(split.image_paths)

@@ -279,8 +279,9 @@ def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
     """Test-set predictions of ridge on each feature set of :func:`analysis.readouts.feature_sets`.
 
     Each is fit on the training averages. The profile encoder's pooled read-out *is* the
-    ``ridge`` baseline. Beside them, RBF kernel ridge on the same pooled embedding asks
-    whether the features hold image information that a linear map misses.
+    ``ridge`` baseline. Beside them, RBF kernel ridge on the same pooled embedding
+    (``'…: pooled, kernel'``) asks whether the features hold image information that a
+    linear map misses.
     """
     from .models.baselines import KernelRidgeEncoder, RidgeEncoder
     from .readouts import feature_sets, pooled_name
@@ -292,7 +293,7 @@ def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
         out[name] = (prediction(run, "ridge") if name == own
                      else RidgeEncoder().fit(train, responses).predict(test))
         if name == own:
-            out[f"{own}, kernel ridge"] = KernelRidgeEncoder().fit(train, responses).predict(test)
+            out[f"{own}, kernel"] = KernelRidgeEncoder().fit(train, responses).predict(test)
     return out
 
 
@@ -339,16 +340,33 @@ def readout_findings(readouts: pd.DataFrame) -> str:
                f"{means.loc[model, 'ci_high']:.1f}]"
 
     own = next(m for m in means.index if m.endswith(": pooled"))
+    encoder = own.rsplit(":", 1)[0]
+
+    def versus(model: str) -> str:
+        return ("above" if means.loc[model, "ci_low"] > means.loc[own, "mean"] else
+                "below" if means.loc[model, "ci_high"] < means.loc[own, "mean"] else
+                "not clearly different from")
+
     lines = [f"Ridge on the profile encoder's pooled features (`{own}`, the input of the ridge "
              f"baseline and of concatenation) reaches {say(own)} of the {ceiling} ceiling "
              f"(mean over {n} subject{'s' if n != 1 else ''}, Student-t 95 % CI)."]
+    stages = [m for m in means.index if m.startswith(f"{encoder}: stage ")]
+    if stages:
+        best_stage = means.loc[stages, "mean"].idxmax()
+        lines.append(f"Of its stages alone, `{best_stage}` reaches most ({say(best_stage)}), "
+                     f"{versus(best_stage)} all stages together.")
+    grid = f"{encoder}: tokens, 2x2 grid"
+    if grid in means.index:
+        lines.append(f"Its tokens averaged over a 2 × 2 grid of positions (where in the image a "
+                     f"feature is) reach {say(grid)}, {versus(grid)} the pooled features: "
+                     + ("the token sequence holds linearly readable information the pooled "
+                        "embedding lacks." if versus(grid) == "above" else
+                        "no evidence that the token sequence holds linearly readable "
+                        "information beyond the pooled embedding."))
     for model in means.index:
-        if model == own or model.startswith(own.rsplit(":", 1)[0]):
+        if model.startswith(encoder):
             continue
-        verdict = ("above" if means.loc[model, "ci_low"] > means.loc[own, "mean"] else
-                   "below" if means.loc[model, "ci_high"] < means.loc[own, "mean"] else
-                   "not clearly different from")
-        lines.append(f"`{model}`: {say(model)}, {verdict} the profile encoder's mean.")
+        lines.append(f"`{model}`: {say(model)}, {versus(model)} the profile encoder's mean.")
     best = means["mean"].idxmax()
     lines.append(f"The best read-out is `{best}` ({say(best)}).")
     return "\n\n".join(lines)
