@@ -14,8 +14,6 @@ import torch
 from PIL import Image
 
 from analysis import encoders
-import analysis.encoders.base
-import analysis.encoders.clip
 from analysis.config import CI_ENCODER
 from analysis.encoders import ClipEncoder, ImageFeatures, RandomInitWarning, benchmark_features
 

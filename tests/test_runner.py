@@ -43,8 +43,9 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     assert path["sub-01/subject_01_overview"] > path["sub-02/subject_01_overview"]
     assert path["sub-02/subject_01_overview"] == path["sub-03/subject_01_overview"]
     # A page's path is its own cost plus the longest path waiting on it, by hand:
-    assert path["group/group_summary"] == 20
-    assert path["sub-03/subject_05_decoding"] == 77 + max(20, 20, 20, 16)
+    assert path["group/group_summary"] == 12
+    # features 11, summary 12, ablation 12, topography 32, reproducibility 12 wait on it:
+    assert path["sub-03/subject_05_decoding"] == 70 + max(11, 12, 12, 32, 12)
 
 
 def _notebook(path: Path, *sources: str) -> Path:

@@ -317,3 +317,19 @@ def test_ci_text_formats_rows_and_series():
     table = pd.DataFrame({"value": [0.5], "ci_low": [0.4], "ci_high": [0.6], "auc": [0.7]})
     assert summaries.ci_text(next(table.itertuples()), 2) == "0.50 [0.40, 0.60]"
     assert summaries.ci_text(table.iloc[0], 1, scale=100) == "50.0 [40.0, 60.0]"
+
+
+def test_baseline_predictions_are_saved_and_reused_by_a_new_run(run, workdir, monkeypatch):
+    from analysis import experiment
+
+    ridge = run.prediction("ridge")
+    saved = list((workdir / "cache" / "baselines").glob("simulated-sub-1-*.npz"))
+    assert len(saved) == 1
+    again = SubjectRun("simulated", run.root, 1, PROFILE, workdir, device="cpu", progress=False)
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("ridge was fit again although its predictions were saved")
+
+    monkeypatch.setattr(experiment.RidgeEncoder, "fit", no_refit)
+    np.testing.assert_array_equal(again.prediction("ridge"), ridge)
+    np.testing.assert_array_equal(again.prediction("train_mean"), run.prediction("train_mean"))

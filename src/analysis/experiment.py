@@ -10,12 +10,14 @@ and gathered with :func:`load_results`.
 Work folder layout (``workdir``)::
 
     cache/features/            image features (keyed by encoder, weights and images)
+    cache/baselines/           ridge and train-mean test predictions (keyed by features + data)
     checkpoints/<dataset>/sub-<n>/<conditioning>-<key>/   generators + generated signals
     results/<dataset>/sub-<n>/<name>.csv                  tables for the group pages
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -29,11 +31,11 @@ import pandas as pd
 
 from . import pipeline
 from .config import EncoderConfig, Profile, SamplingConfig, get_profile
-from .files import atomic_write_text
+from .files import atomic_write, atomic_write_text
 from .models.baselines import MeanResponse, RidgeEncoder
 from .models.conditioning import CONDITIONINGS
 from .provenance import package_versions
-from .training import TrainedModel, match_features
+from .training import TrainedModel, dataset_fingerprint, match_features
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +157,27 @@ class SubjectRun:
 
     @cached_property
     def _baselines(self) -> dict[str, np.ndarray]:
+        """Baseline test predictions, saved under ``cache/baselines`` keyed by the features,
+        the training data and the test images: every page of a subject needs ridge, and one
+        fit on a CNN's features takes seconds."""
+        content = {"version": 1, "features": self.features.meta.get("cache_key"),
+                   "data": dataset_fingerprint(self.dataset), "test": self.dataset.test.image_ids,
+                   "alphas": RidgeEncoder().alphas.tolist()}
+        key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        path = (self.workdir / "cache" / "baselines"
+                / f"{self.dataset_name}-sub-{self.subject}-{key}.npz")
+        if path.is_file() and content["features"] is not None:
+            with np.load(path) as saved:
+                return {name: saved[name] for name in BASELINES}
         train = match_features(self.features, self.dataset.train.image_ids).pooled.numpy()
         test = match_features(self.features, self.dataset.test.image_ids).pooled.numpy()
         target = self.dataset.train.average()
-        return {"ridge": RidgeEncoder().fit(train, target).predict(test),
-                "train_mean": MeanResponse().fit(train, target).predict(test)}
+        predictions = {"ridge": RidgeEncoder().fit(train, target).predict(test),
+                       "train_mean": MeanResponse().fit(train, target).predict(test)}
+        if content["features"] is not None:  # in-memory features have no cache key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda fh: np.savez(fh, **predictions), overwrite=True)
+        return predictions
 
     def prediction(self, name: str, **sampling_changes) -> np.ndarray:
         """Predicted test responses ``(n_test_images, n_channels, n_times)`` of a model.

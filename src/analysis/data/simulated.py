@@ -52,7 +52,7 @@ THINGS_EEG2_CHANNELS = ("Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P
                         "PO7", "PO3", "POz", "PO4", "PO8", "P6", "P2")
 
 # Stream ids for independent random streams derived from one seed (see _rng).
-_STIMULI, _CODES, _GEOMETRY, _NOISE_SOURCES, _TRAIN_NOISE, _TEST_NOISE = range(6)
+_STIMULI, _CODES, _GEOMETRY, _NOISE_SOURCES, _TRAIN_NOISE, _TEST_NOISE, _ORACLE_NOISE = range(7)
 
 
 @dataclass(frozen=True)
@@ -650,3 +650,57 @@ def load_simulated(root: str | Path, subject: int) -> EpochedDataset:
 def config_for_profile(profile: str, **overrides) -> SimulationConfig:
     """The simulation settings of a run profile, with optional overrides (seed, modality, …)."""
     return SimulationConfig(size=get_profile(profile).simulation, **overrides)
+
+
+def config_from_meta(meta: dict) -> SimulationConfig:
+    """The :class:`SimulationConfig` a loaded simulated subject was made with.
+
+    Raises
+    ------
+    ValueError
+        ``meta`` has no ``'simulation'`` entry (the data are not simulated).
+    """
+    if "simulation" not in meta:
+        raise ValueError(f"meta: expected a 'simulation' entry (simulated data), found keys "
+                         f"{sorted(meta)}")
+    settings = dict(meta["simulation"])
+    return SimulationConfig(size=SimulationSize(**settings.pop("size")), **settings)
+
+
+def oracle_trials(dataset: EpochedDataset, n: int, seed: int = 0, split: str = "test") -> np.ndarray:
+    """New trials of every image, drawn from the simulator's own process: the perfect generator.
+
+    The saved noiseless means plus trial noise made exactly as :func:`simulate_subject` makes
+    it (the subject's forward model, 1/f background and alpha, sensor noise, the subject's
+    noise level), from a random stream of its own so the draws are new trials, not the
+    recorded ones.
+
+    Parameters
+    ----------
+    dataset : EpochedDataset
+        A subject loaded by :func:`load_simulated` (noiseless means and settings in meta).
+    n : int
+        Trials per image.
+    seed : int
+        Seeds the new noise.
+    split : str
+        ``'test'`` or ``'train'``.
+
+    Returns
+    -------
+    ndarray, float32, shape (n_images, n, n_channels, n_times), in the data's units.
+    """
+    if dataset.noiseless is None:
+        raise ValueError(f"dataset: the oracle needs simulated data with noiseless means; "
+                         f"'{dataset.meta.get('dataset')}' has none")
+    config = config_from_meta(dataset.meta)
+    subject = make_subject(config, int(dataset.meta["subject"]), make_info(config.modality,
+                                                                           config.sfreq))
+    noiseless = dataset.noiseless
+    noise_std = noise_std_for_snr(np.concatenate([noiseless["train"], noiseless["test"]]),
+                                  config.trial_snr) * subject.noise_scale
+    mean = noiseless[split]
+    rng = _rng(config.seed, _ORACLE_NOISE, int(dataset.meta["subject"]), seed)
+    noise = trial_noise(rng, len(mean) * n, subject, config.sfreq, config.times)
+    noise = noise.reshape(len(mean), n, *mean.shape[1:]) * noise_std
+    return (mean[:, None] + noise).astype(np.float32)

@@ -1,0 +1,107 @@
+"""Reference generators on known answers: the residual noise model recovers a known
+covariance, the oracle draws new trials with the recorded noise statistics, and a simple
+fidelity check ranks oracle ≈ real_half above mean_noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.config import SimulationSize
+from analysis.data.simulated import (SimulationConfig, config_from_meta, load_simulated,
+                                     oracle_trials, simulate_dataset)
+from analysis.evaluation.metrics import encoding_score
+from analysis.evaluation.stats import mean_ignoring_nan
+from analysis.references import (REFERENCES, ResidualNoise, mean_plus_noise, real_half,
+                                 shuffled, split_repetitions)
+
+SIZE = SimulationSize(n_subjects=1, n_train_concepts=40, n_train_images_per_concept=2,
+                      n_test_concepts=30, n_train_reps=4, n_test_reps=16, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    config = SimulationConfig(size=SIZE, trial_snr=0.3)
+    simulate_dataset(root, config, progress=False)
+    return load_simulated(root, 1)
+
+
+def test_split_repetitions_gives_disjoint_halves_of_every_image():
+    trials = np.arange(3 * 5).reshape(3, 5, 1, 1).astype(float)  # rep r of image i = 5i + r
+    first, second = split_repetitions(trials, seed=1)
+    assert first.shape == (3, 2, 1, 1) and second.shape == (3, 3, 1, 1)
+    for i in range(3):
+        reps = np.concatenate([first[i], second[i]]).ravel() - 5 * i
+        assert sorted(reps) == [0, 1, 2, 3, 4]  # every repetition once, the same split per image
+    np.testing.assert_array_equal(first[1].ravel() - 5, first[0].ravel())
+    with pytest.raises(ValueError, match="n_reps >= 2"):
+        split_repetitions(trials[:, :1])
+
+
+def test_residual_noise_recovers_a_known_covariance():
+    rng = np.random.default_rng(0)
+    mixing = rng.standard_normal((6, 6))  # Σ = A Aᵀ over 2 channels × 3 times
+    means = rng.standard_normal((500, 1, 6)) * 5  # image means must not leak into Σ
+    trials = means + rng.standard_normal((500, 2, 6)) @ mixing.T  # only 2 reps per image
+    noise = ResidualNoise().fit(trials.reshape(500, 2, 2, 3))
+    truth = mixing @ mixing.T
+    assert np.abs(noise.covariance - truth).max() < 0.15 * np.abs(truth).max()
+    draws = noise.sample(20000, rng).reshape(20000, 6)
+    assert np.abs(np.cov(draws.T) - truth).max() < 0.2 * np.abs(truth).max()
+    with pytest.raises(RuntimeError, match="before fit"):
+        ResidualNoise().sample(1, rng)
+
+
+def test_mean_plus_noise_centres_on_the_means():
+    noise = ResidualNoise().fit(np.random.default_rng(0).standard_normal((50, 3, 2, 4)))
+    means = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
+    signals = mean_plus_noise(means, noise, n=4000, seed=1)
+    assert signals.shape == (3, 4000, 2, 4) and signals.dtype == np.float32
+    np.testing.assert_allclose(signals.mean(axis=1), means, atol=0.1)
+
+
+def test_shuffled_moves_every_image():
+    samples = np.arange(7).reshape(7, 1, 1, 1)
+    for seed in range(20):
+        moved = shuffled(samples, seed).ravel()
+        assert sorted(moved) == list(range(7)) and (moved != np.arange(7)).all()
+    with pytest.raises(ValueError, match="at least 2 images"):
+        shuffled(samples[:1])
+
+
+def test_oracle_draws_new_trials_with_the_recorded_noise(subject):
+    assert config_from_meta(subject.meta).size == SIZE
+    oracle = oracle_trials(subject, n=16, seed=0)
+    real = subject.test.signals
+    truth = subject.noiseless["test"]
+    assert oracle.shape == real.shape and oracle.dtype == np.float32
+    assert not np.allclose(oracle, real)  # new draws, not the recorded trials
+    ratio = (oracle - truth[:, None]).var() / (real - truth[:, None]).var()
+    assert 0.9 < ratio < 1.1  # the same noise level
+    # The same spatial structure: channel covariance of the noise, correlated across entries.
+    def channel_cov(x):
+        residual = (x - truth[:, None]).transpose(2, 0, 1, 3).reshape(x.shape[2], -1)
+        return np.cov(residual)
+    assert np.corrcoef(channel_cov(oracle).ravel(), channel_cov(real).ravel())[0, 1] > 0.95
+    np.testing.assert_array_equal(oracle_trials(subject, n=2, seed=3), oracle_trials(subject, n=2, seed=3))
+
+
+def test_a_fidelity_check_ranks_the_references(subject):
+    """Encoding score of 4-signal averages against the held-out half's average:
+    oracle ≈ real_half (both are real-like), both far above the image-blind mean_noise."""
+    generator_half, target_half = split_repetitions(subject.test.signals)
+    target = target_half.mean(axis=1)
+    noise = ResidualNoise().fit(subject.train.signals)
+    blind = np.broadcast_to(subject.train.average().mean(axis=0), target.shape)
+    references = {
+        "oracle": oracle_trials(subject, n=4),
+        "real_half": real_half(generator_half, 4),
+        "mean_noise": mean_plus_noise(np.ascontiguousarray(blind), noise, 4),
+    }
+    score = {name: float(mean_ignoring_nan(encoding_score(s.mean(axis=1), target)))
+             for name, s in references.items()}
+    assert score["oracle"] > 0.15 and score["real_half"] > 0.15
+    assert abs(score["oracle"] - score["real_half"]) < 0.1
+    assert abs(score["mean_noise"]) < 0.1
+    assert set(references) <= set(REFERENCES)
