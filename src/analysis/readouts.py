@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .data.images import CONTINUOUS_RANGES
+from .data.images import CONTINUOUS_RANGES, HUES, SHAPES, TEXTURES
 from .evaluation.metrics import encoding_score
 from .evaluation.stats import mean_ignoring_nan
 from .models.baselines import RidgeEncoder
@@ -57,8 +57,6 @@ def attribute_features(table: pd.DataFrame) -> np.ndarray:
     -------
     ndarray, float32, shape (n_images, n_columns)
     """
-    from .data.images import HUES, SHAPES, TEXTURES
-
     levels = {"shape": SHAPES, "hue": HUES, "texture": TEXTURES}
     columns = [(table[name].to_numpy()[:, None] == np.asarray(levels[name])[None, :]).astype(float)
                for name in CATEGORICAL_ATTRIBUTES]
