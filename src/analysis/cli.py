@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .config import CONDITIONINGS, DATASETS, ENCODER_FAMILIES, PROFILES, EncoderConfig, get_profile
@@ -92,8 +93,6 @@ def _dataset_image_paths(dataset: str, root: Path) -> tuple[list[str], list[Path
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from .encoders import build_encoder
 
     config = encoder_from_args(args, get_profile(args.profile).encoder)
@@ -116,8 +115,7 @@ def _load_for_model(args: argparse.Namespace):
     from . import pipeline
 
     profile = get_profile(args.profile)
-    profile = profile.with_encoder(family=args.encoder, model=args.model,
-                                   pretrained=args.pretrained, stages=args.stages)
+    profile = replace(profile, encoder=encoder_from_args(args, profile.encoder))
     root = Path(args.root) if args.root else default_data_root(args.profile)
     dataset = pipeline.load_dataset(args.dataset, root, args.subject)
     features = pipeline.dataset_features(dataset, profile.encoder, args.cache_dir,

@@ -108,10 +108,6 @@ class Profile:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def with_encoder(self, **changes) -> "Profile":
-        """This profile with :meth:`EncoderConfig.changed` applied to its encoder."""
-        return replace(self, encoder=self.encoder.changed(**changes))
-
 
 #: Image encoder back-ends (see analysis.encoders): the paper's CLIP and a timm CNN.
 ENCODER_FAMILIES = ("open_clip", "timm")

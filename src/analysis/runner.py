@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 SUBJECT_NOTEBOOKS = ("subject_01_overview", "subject_02_training", "subject_03_fidelity",
                      "subject_04_topography", "subject_05_decoding")
-GROUP_NOTEBOOKS = ("group_features", "group_summary", "group_ablation", "group_sampling", "group_topography",
-                   "group_reproducibility")
+GROUP_NOTEBOOKS = ("group_features", "group_summary", "group_ablation", "group_sampling",
+                   "group_topography", "group_reproducibility")
 # Group pages that read the first subject only, mapped to the last of its pages they need:
 # they may start while the other subjects' pages are still executing.
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}

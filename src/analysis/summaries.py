@@ -290,16 +290,27 @@ def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
     own = pooled_name(run.features.meta)
     out = {}
     for name, (train, test) in feature_sets(run, run.readout_features).items():
-        out[name] = (prediction(run, "ridge") if name == own
-                     else RidgeEncoder().fit(train, responses).predict(test))
         if name == own:
+            out[name] = prediction(run, "ridge")
             out[f"{own}, kernel"] = KernelRidgeEncoder().fit(train, responses).predict(test)
+        else:
+            out[name] = RidgeEncoder().fit(train, responses).predict(test)
     return out
 
 
 def readout_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """:func:`fidelity_table` of :func:`readout_predictions` (``model`` names the read-out)."""
     return score_predictions(run, readout_predictions(run), n_boot=n_boot, seed=seed)
+
+
+def _readout_means(readouts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The encoding-score rows of saved read-out tables (the preferred ceiling) and, indexed
+    by read-out, their mean % of ceiling over subjects with its Student-t CI."""
+    encoding = readouts[(readouts["metric"] == "encoding_score")
+                        & (readouts["ceiling_method"] == preferred_ceiling(readouts))]
+    means = group_mean_table(encoding, ["model"], value="pct_of_ceiling",
+                             bounds=(-100.0, 100.0)).set_index("model")
+    return encoding, means
 
 
 def readout_display(readouts: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
@@ -309,13 +320,10 @@ def readout_display(readouts: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     (exact, when simulated) ceiling and the bootstrap 95 % CI over test images, and a
     ``group`` column with the mean over subjects and its Student-t 95 % CI.
     """
-    encoding = readouts[(readouts["metric"] == "encoding_score")
-                        & (readouts["ceiling_method"] == preferred_ceiling(readouts))]
+    encoding, means = _readout_means(readouts)
     wide = ci_pivot(encoding.assign(subject="sub-" + encoding["subject"].astype(str)), "model",
                     "subject", value="pct_of_ceiling", low="pct_ci_low", high="pct_ci_high",
                     digits=digits)
-    means = group_mean_table(encoding.rename(columns={"pct_of_ceiling": "pct"}), ["model"],
-                             value="pct", bounds=(-100.0, 100.0)).set_index("model")
     wide["group"] = [format_ci(means.loc[m, "mean"], means.loc[m, "ci_low"],
                                means.loc[m, "ci_high"], digits) for m in wide.index]
     wide.index.name = "read-out (ridge unless said)"
@@ -328,10 +336,7 @@ def readout_findings(readouts: pd.DataFrame) -> str:
     Names the best read-out, where the profile encoder's pooled features stand against raw
     pixels, the other encoders and, on simulated data, the true attributes.
     """
-    encoding = readouts[(readouts["metric"] == "encoding_score")
-                        & (readouts["ceiling_method"] == preferred_ceiling(readouts))]
-    means = group_mean_table(encoding, ["model"], value="pct_of_ceiling",
-                             bounds=(-100.0, 100.0)).set_index("model")
+    _, means = _readout_means(readouts)
     n = int(means["n"].max())
     ceiling = preferred_ceiling(readouts)
 
