@@ -12,8 +12,9 @@ from analysis.data.simulated import (SimulationConfig, config_from_meta, load_si
                                      oracle_trials, simulate_dataset)
 from analysis.evaluation.metrics import encoding_score
 from analysis.evaluation.stats import mean_ignoring_nan
-from analysis.references import (REFERENCES, ResidualNoise, mean_plus_noise, real_half,
-                                 shuffled, split_repetitions)
+from analysis.names import REFERENCES
+from analysis.references import (ResidualNoise, mean_plus_noise, real_half, shuffled,
+                                 split_repetitions)
 
 SIZE = SimulationSize(n_subjects=1, n_train_concepts=40, n_train_images_per_concept=2,
                       n_test_concepts=30, n_train_reps=4, n_test_reps=16, image_size=32)

@@ -333,3 +333,55 @@ def test_baseline_predictions_are_saved_and_reused_by_a_new_run(run, workdir, mo
     monkeypatch.setattr(experiment.RidgeEncoder, "fit", no_refit)
     np.testing.assert_array_equal(again.prediction("ridge"), ridge)
     np.testing.assert_array_equal(again.prediction("train_mean"), run.prediction("train_mean"))
+
+
+def test_signals_give_every_name_the_same_shape_and_keep_real_half_out_of_the_target(run):
+    from analysis.names import MODELS, REFERENCES
+
+    held, target = run.test_halves
+    n = run.n_signals
+    assert n == min(PROFILE.sampling.n_samples, held.shape[1])
+    assert target.shape[1] + held.shape[1] == SIZE.n_test_reps
+    shape = (SIZE.n_test_concepts, n, len(run.dataset.ch_names), len(run.dataset.times))
+    for name in REFERENCES + MODELS:
+        assert run.signals(name).shape == shape, name
+    # real_half repetitions come from the held-out half, none from the target half:
+    real = run.signals("real_half").reshape(-1, *shape[2:])
+    flat_target = target.reshape(-1, *shape[2:])
+    assert not any(np.array_equal(r, t) for r in real for t in flat_target)
+    np.testing.assert_array_equal(run.signals("ridge"), np.repeat(
+        run.prediction("ridge")[:, None], n, axis=1))
+    assert run.signals("ridge_noise") is run.signals("ridge_noise")  # drawn once per session
+    with pytest.raises(ValueError, match="real_half holds"):
+        run.signals("real_half", held.shape[1] + 1)
+    with pytest.raises(ValueError, match="unknown model or reference 'nope'"):
+        run.signals("nope")
+
+
+def test_calibration_scores_every_reference_and_model_and_give_verdicts(runs):
+    from analysis import calibration
+    from analysis.evaluation.metric_validation import CHECKS
+
+    scores = summaries.group_results(runs, "calibration")
+    assert set(scores["subject"]) == {1, 2}
+    assert set(scores["check"]) == {c.name for c in CHECKS}
+    one = scores[scores["subject"] == 1]
+    assert len(one) == len(CHECKS) * 10 and not one.duplicated(["generator", "check"]).any()
+    assert set(one["kind"]) == {"reference", "generator", "baseline"}
+    verdicts = calibration.calibration_verdicts(scores)
+    assert len(verdicts) == 2 * len(CHECKS) and verdicts["valid"].dtype == bool
+    table = calibration.dataset_verdicts(verdicts)
+    # valid over the dataset only where every subject passes
+    per_check = verdicts.groupby("check")["valid"].all()
+    assert dict(zip(table["check"], table["valid"])) == per_check.to_dict()
+    display = calibration.calibration_display(scores)
+    assert list(display.columns[:5]) == ["oracle", "real_half", "ridge_noise", "mean_noise",
+                                         "shuffled"]
+    assert "↑" in display.index[0]
+    text = calibration.calibration_findings(table)
+    assert f"of {len(CHECKS)} checks" in text
+    fig = plots.plot_calibration(scores, table)
+    assert isinstance(fig, Figure) and sum(a.get_visible() for a in fig.axes) == len(CHECKS)
+    path = summaries.save_dataset_table(runs, "calibration_verdicts", table)
+    saved = pd.read_csv(path)
+    assert path.parent.name == "simulated" and set(saved["subjects"]) == {"1 2"}

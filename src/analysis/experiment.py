@@ -33,14 +33,11 @@ from . import pipeline
 from .config import EncoderConfig, Profile, SamplingConfig, get_profile
 from .files import atomic_write, atomic_write_text
 from .models.baselines import MeanResponse, RidgeEncoder
-from .models.conditioning import CONDITIONINGS
+from .names import BASELINES, CONDITIONINGS, REFERENCES, SHUFFLED_SOURCE
 from .provenance import package_versions
 from .training import TrainedModel, dataset_fingerprint, match_features
 
 logger = logging.getLogger(__name__)
-
-#: Predictions every fidelity comparison shows, in display order.
-BASELINES = ("ridge", "train_mean")
 
 
 def results_dir(workdir: str | Path, dataset: str, subject: int | str) -> Path:
@@ -82,6 +79,7 @@ class SubjectRun:
         self.device = device
         self.progress = progress
         self._models: dict[str, TrainedModel] = {}
+        self._references: dict[tuple, np.ndarray] = {}
         self._timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ inputs
@@ -182,14 +180,100 @@ class SubjectRun:
     def prediction(self, name: str, **sampling_changes) -> np.ndarray:
         """Predicted test responses ``(n_test_images, n_channels, n_times)`` of a model.
 
-        ``name`` is a conditioning (the generator's mean over its samples per image) or a
-        baseline (``'ridge'``, ``'train_mean'``).
+        ``name`` is a conditioning (the generator's mean over its samples per image), a
+        baseline (``'ridge'``, ``'train_mean'``) or a reference (the mean of its
+        :attr:`n_signals` signals per image).
         """
         if name in CONDITIONINGS:
             return self.generated(name, **sampling_changes).mean(axis=1)
         if name in BASELINES:
             return self._baselines[name]
-        raise ValueError(f"unknown model '{name}'; expected one of {CONDITIONINGS + BASELINES}")
+        if name in REFERENCES:
+            return self.signals(name).mean(axis=1)
+        raise ValueError(f"unknown model '{name}'; expected one of "
+                         f"{CONDITIONINGS + BASELINES + REFERENCES}")
+
+    # ------------------------------------------------------------------ references
+
+    @cached_property
+    def test_halves(self) -> tuple[np.ndarray, np.ndarray]:
+        """The test repetitions split in two, the same split per image (seed 0):
+        ``(held_out, target)`` of shapes (n_images, n_reps // 2, ...) and
+        (n_images, n_reps - n_reps // 2, ...). ``real_half`` draws from ``held_out``; checks
+        that compare it with the models score every signal against ``target``."""
+        from .references import split_repetitions
+
+        return split_repetitions(self.dataset.test.signals, seed=0)
+
+    @property
+    def target(self) -> np.ndarray:
+        """The test repetitions every check scores against, (n_images, n_target_reps,
+        n_channels, n_times): the second of :attr:`test_halves`, so that ``real_half`` (drawn
+        from the first) is scored like any generator."""
+        return self.test_halves[1]
+
+    @cached_property
+    def target_average(self) -> np.ndarray:
+        """:attr:`target` averaged over repetitions, (n_images, n_channels, n_times)."""
+        return self.target.mean(axis=1)
+
+    @cached_property
+    def residual_noise(self):
+        """:class:`~analysis.references.ResidualNoise` fit on the training trials."""
+        from .references import ResidualNoise
+
+        return ResidualNoise().fit(self.dataset.train.signals)
+
+    def signals(self, name: str, n: int | None = None, seed: int = 0) -> np.ndarray:
+        """``n`` test signals per image of a generator, baseline or reference (see
+        :mod:`analysis.names`), shape (n_test_images, n, n_channels, n_times).
+
+        Generators give their first ``n`` samples; a baseline its prediction ``n`` times
+        (it has no spread); references are drawn as :mod:`analysis.references` describes,
+        ``seed`` seeding their noise (each drawn once per session). ``n`` defaults to
+        :attr:`n_signals`. ``oracle`` needs simulated data.
+        """
+        n = self.n_signals if n is None else int(n)
+        if name in REFERENCES:
+            key = (name, n, seed)
+            if key not in self._references:
+                self._references[key] = self._reference(name, n, seed)
+            return self._references[key]
+        if name in CONDITIONINGS:
+            samples = self.generated(name)
+            if samples.shape[1] < n:
+                raise ValueError(f"n: '{name}' has {samples.shape[1]} samples per image, "
+                                 f"found a request for {n}")
+            return samples[:, :n]
+        if name in BASELINES:
+            return np.repeat(self.prediction(name)[:, None], n, axis=1)
+        raise ValueError(f"unknown model or reference '{name}'; expected one of "
+                         f"{CONDITIONINGS + BASELINES + REFERENCES}")
+
+    @property
+    def n_signals(self) -> int:
+        """Signals per image that every generator and reference can give alike: the
+        profile's samples per image, at most the held-out repetitions ``real_half`` has."""
+        return min(self.profile.sampling.n_samples, self.test_halves[0].shape[1])
+
+    def _reference(self, name: str, n: int, seed: int) -> np.ndarray:
+        from . import references
+        from .data.simulated import oracle_trials
+
+        if name == "oracle":
+            return oracle_trials(self.dataset, n, seed=seed)
+        if name == "real_half":
+            if n > self.test_halves[0].shape[1]:  # cycling would repeat repetitions
+                raise ValueError(f"n: real_half holds {self.test_halves[0].shape[1]} "
+                                 f"repetitions per image, found a request for {n}")
+            return references.real_half(self.test_halves[0], n)
+        if name == "ridge_noise":
+            return references.mean_plus_noise(self.prediction("ridge"), self.residual_noise, n,
+                                              seed=seed + 1)
+        if name == "mean_noise":
+            return references.mean_plus_noise(self.prediction("train_mean"),
+                                              self.residual_noise, n, seed=seed + 2)
+        return references.shuffled(self.signals(SHUFFLED_SOURCE, n), seed=seed)
 
     # ------------------------------------------------------------------ results
 

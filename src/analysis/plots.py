@@ -243,3 +243,50 @@ def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", 
         ax.set(xlabel=xlabel or x.replace("_", " "), ylabel=metric.replace("_", " "))
         sns.despine(ax=ax)
     return fig
+
+
+def plot_calibration(scores: pd.DataFrame, verdicts: pd.DataFrame | None = None) -> Figure:
+    """Every check (one panel each) for every reference and model; dots are subjects.
+
+    References are coloured by the tier a valid check ranks them in (green best, orange
+    ``ridge_noise``, red image-blind), models grey; a bar marks the mean over subjects.
+    With ``verdicts`` (:func:`~analysis.calibration.dataset_verdicts`) each title says
+    whether the check is valid.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :func:`~analysis.calibration.calibration_scores` rows (``generator``, ``check``,
+        ``value``, ``subject``).
+    """
+    from .evaluation.metric_validation import CHECKS
+    from .names import MODELS, REFERENCES, TIERS
+
+    names = [g for g in REFERENCES + MODELS if g in set(scores["generator"])]
+    checks = [c for c in CHECKS if c.name in set(scores["check"])]
+    valid = {} if verdicts is None else dict(zip(verdicts["check"], verdicts["valid"]))
+    tier_colour = {0: "tab:green", 1: "tab:orange", 2: "tab:red"}
+    colours = [tier_colour[TIERS[g]] if g in TIERS else "0.5" for g in names]
+    ncols = min(5, len(checks))
+    nrows = -(-len(checks) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 3.0 * nrows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(checks):]:
+        ax.set_visible(False)
+    x = np.arange(len(names))
+    for ax, check in zip(axes.flat, checks):
+        part = scores[scores["check"] == check.name]
+        for i, (name, colour) in enumerate(zip(names, colours)):
+            values = part[part["generator"] == name]["value"].to_numpy(dtype=float)
+            ax.plot(np.full(len(values), i), values, "o", color=colour, ms=3, alpha=0.8)
+            if np.isfinite(values).any():
+                ax.plot([i - 0.3, i + 0.3], [np.nanmean(values)] * 2, color=colour, lw=2)
+        arrow = {"higher": "↑", "lower": "↓", "chance": "→ 0.5"}[check.better]
+        mark = "" if check.name not in valid else (" ✓" if valid[check.name] else " ✗")
+        ax.set_title(f"{check.label} {arrow}{mark}", fontsize="small")
+        if check.better == "chance":
+            ax.axhline(0.5, color="k", ls="--", lw=0.8)
+        ax.set_xticks(x, names, rotation=90, fontsize="x-small")
+        ax.tick_params(axis="y", labelsize="x-small")
+        sns.despine(ax=ax)
+    return fig

@@ -11,18 +11,17 @@ Each reference has the models' interface — ``n`` signals for each test image, 
 - ``ridge_noise``: the ridge prediction plus Gaussian residuals with the training
   residuals' channel × time covariance, the linear-Gaussian generative model;
 - ``mean_noise``: the training mean plus the same residuals, which knows nothing of the image;
-- ``shuffled``: a model's own samples with the image labels permuted (a derangement).
+- ``shuffled``: other signals with the image labels permuted (a derangement); the book
+  permutes ``ridge_noise`` (:data:`analysis.names.SHUFFLED_SOURCE`).
 
-Scoring against real data must then use the repetitions ``real_half`` did not take:
+The names and their expected ranks live in :mod:`analysis.names`. Scoring against real
+data must then use the repetitions ``real_half`` did not take:
 :func:`split_repetitions` gives both halves.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-#: Every reference generator, in the order of their expected ranking (best first).
-REFERENCES = ("oracle", "real_half", "ridge_noise", "mean_noise", "shuffled")
 
 
 def split_repetitions(trials: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -30,24 +30,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from .calibration import calibration_scores
 from .evaluation import decoding, topography
 from .evaluation.metrics import fidelity_summary, paper_mse, paper_pearson
 from .evaluation.noise_ceiling import NoiseCeiling, exact_ceiling, noise_ceiling_r
 from .evaluation.stats import (bootstrap_ci, format_ci, mean_ignoring_nan,
                                paired_permutation_test, pearson_r)
-from .models.conditioning import CONDITIONINGS
+from .names import CONDITIONINGS, MODELS, PAIRS, PER_IMAGE_MODELS
 
 if TYPE_CHECKING:
     from .experiment import SubjectRun
 
-#: Every model a fidelity comparison shows, in display order.
-MODELS = ("cross_attention", "concat", "none", "ridge", "train_mean")
-#: The comparisons the paper's claims rest on: its model against the ablation, the linear
-#: baseline of the field and the unconditional generator.
-PAIRS = (("cross_attention", "concat"), ("cross_attention", "ridge"),
-         ("cross_attention", "none"))
-#: Models whose predictions differ per image (a real-vs-generated classifier makes sense).
-PER_IMAGE_MODELS = ("cross_attention", "concat", "none", "ridge")
 #: Where a simulated dataset stores the per-image attributes (``meta`` key).
 _ATTRIBUTES_KEY = "image_attributes"
 
@@ -120,7 +113,7 @@ def design_table(run: SubjectRun) -> pd.DataFrame:
 def noise_ceilings(run: SubjectRun, *, n_splits: int = 20, seed: int = 0
                    ) -> dict[str, NoiseCeiling]:
     """The split-half ceiling of the test trials and, for simulated data, the exact one."""
-    trials = run.dataset.test.signals
+    trials = run.target
     out = {"split-half": noise_ceiling_r(trials, n_splits=n_splits, seed=seed)}
     if run.dataset.noiseless is not None:
         out["exact"] = exact_ceiling(run.dataset.noiseless["test"], trials)
@@ -144,7 +137,7 @@ def ceiling_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.D
     from .evaluation.metrics import encoding_score_statistic
 
     rows = []
-    trials = run.dataset.test.signals
+    trials = run.target
     for method, ceiling in noise_ceilings(run, seed=seed).items():
         paper = ceiling.paper[np.isfinite(ceiling.paper)]
         ci = bootstrap_ci(paper, n_boot=n_boot, seed=seed)
@@ -258,7 +251,7 @@ def fidelity_table(run: SubjectRun, models: Sequence[str] = MODELS, *, n_boot: i
 def score_predictions(run: SubjectRun, predictions: Mapping[str, np.ndarray], *,
                       n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """:func:`fidelity_table` of any named test-set predictions ``(n_images, n_ch, n_times)``."""
-    trials = run.dataset.test.signals
+    trials = run.target
     noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
     ceiling = noise_ceiling_r(trials, seed=seed)
     frames = []
@@ -459,7 +452,7 @@ def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
     if metric not in _PER_IMAGE_METRICS:
         raise ValueError(f"metric: expected one of {sorted(_PER_IMAGE_METRICS)} (per-image "
                          f"metrics), found '{metric}'")
-    average = run.dataset.test.average()
+    average = run.target_average
     per_image = {}
     rows = []
     for a, b in pairs:
@@ -493,7 +486,7 @@ def identify(run: SubjectRun, models: Sequence[str] = MODELS, *, quantile: float
     :func:`identification_mask`; see :func:`~analysis.evaluation.decoding.identification`.
     """
     mask = identification_mask(run, quantile=quantile, seed=seed)
-    average = run.dataset.test.average()
+    average = run.target_average
     return {m: decoding.identification(prediction(run, m), average, feature_mask=mask)
             for m in models}
 
@@ -522,7 +515,7 @@ def identification_table(run: SubjectRun, models: Sequence[str] = MODELS, *,
         ties count against it: top-k = 0.
     """
     mask = identification_mask(run, quantile=quantile, seed=seed)
-    average = run.dataset.test.average()
+    average = run.target_average
     rows = []
     for model in models:
         pred = prediction(run, model)
@@ -572,7 +565,7 @@ def topography_table(run: SubjectRun, models: Sequence[str] = MODELS, *, windows
     labels, bounds = _windows(windows)
     named = dict(zip(labels, bounds))
     times = run.dataset.times
-    real = topography.window_maps(run.dataset.test.average(), times, named)
+    real = topography.window_maps(run.target_average, times, named)
     z_crit = scipy_stats.norm.ppf(0.5 + ci / 2)
     rows = []
     for model in _with_reference(run, models, reference):
@@ -619,7 +612,7 @@ def _windows(windows) -> tuple[list[str], list[tuple[float, float]]]:
 def window_maps(run: SubjectRun, model: str | None = None, windows=None) -> np.ndarray:
     """Window maps ``(n_windows, n_images, n_channels)`` of the real test averages
     (``model=None``) or of a model's predictions."""
-    responses = run.dataset.test.average() if model is None else prediction(run, model)
+    responses = run.target_average if model is None else prediction(run, model)
     return topography.window_maps(responses, run.dataset.times, windows)
 
 
@@ -631,7 +624,7 @@ def spatial_timecourses(run: SubjectRun, models: Sequence[str] = MODELS, *,
     -------
     dict of str to ndarray, shape (n_times,)
     """
-    real = run.dataset.test.average()
+    real = run.target_average
     return {m: topography.spatial_correlation_timecourse(real, prediction(run, m))
             for m in _with_reference(run, models, reference)}
 
@@ -644,7 +637,7 @@ def rsa_timecourses(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *
     :func:`~analysis.evaluation.topography.rsa_timecourse`). Models with one prediction
     for every image (``train_mean``) have no RDM and are best left out.
     """
-    real = run.dataset.test.average()
+    real = run.target_average
     return {m: topography.rsa_timecourse(real, prediction(run, m), run.dataset.times, win=win)
             for m in _with_reference(run, models, reference)}
 
@@ -667,7 +660,7 @@ def rsa_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *, wind
     """
     labels, bounds = _windows(windows)
     times = run.dataset.times
-    real = topography.window_maps(run.dataset.test.average(), times, dict(zip(labels, bounds)))
+    real = topography.window_maps(run.target_average, times, dict(zip(labels, bounds)))
     n = real.shape[1]
     upper = np.triu_indices(n, k=1)
     rng = np.random.default_rng(seed)
@@ -742,7 +735,7 @@ def plausibility_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS
         rough interval, the folds share training data), ``p_value`` (one-sided, AUC above
         chance), ``n_real``, ``n_generated`` and ``comparison``.
     """
-    average = run.dataset.test.average()
+    average = run.target_average
     rows = []
     for model in models:
         pred = prediction(run, model)
@@ -820,8 +813,8 @@ def transfer_table(run: SubjectRun, attribute: str = "curved", model: str = "cro
 def _real_like_generated(run: SubjectRun, model: str) -> tuple[np.ndarray, str]:
     """Real test signals comparable with one generated sample: trials or averages."""
     if run.model(model).train_config.targets == "average":
-        return run.dataset.test.average(), "real test averages"
-    return run.dataset.test.signals, "real test trials"
+        return run.target_average, "real test averages"
+    return run.target, "real test trials"
 
 
 def spectra(run: SubjectRun, models: Sequence[str] = ("cross_attention",)
@@ -848,7 +841,7 @@ def spectra(run: SubjectRun, models: Sequence[str] = ("cross_attention",)
 def grand_averages(run: SubjectRun, models: Sequence[str] = ("cross_attention",)
                    ) -> dict[str, np.ndarray]:
     """Grand-average responses ``(n_channels, n_times)``: real test data and each model."""
-    out = {"real": run.dataset.test.average().mean(axis=0)}
+    out = {"real": run.target_average.mean(axis=0)}
     out.update({m: prediction(run, m).mean(axis=0) for m in models})
     return out
 
@@ -881,6 +874,7 @@ def signal_statistics_table(run: SubjectRun, model: str = "cross_attention") -> 
 
 #: The per-subject tables the group pages read, and how each is computed.
 RESULTS: dict[str, Callable[[SubjectRun], pd.DataFrame]] = {
+    "calibration": calibration_scores,
     "fidelity": fidelity_table,
     "readouts": readout_table,
     "paired_tests": paired_tests,
@@ -899,6 +893,20 @@ def save_table(run: SubjectRun, name: str, table: pd.DataFrame) -> Path:
     """
     return run.save_result(name, table.assign(profile=run.profile.name,
                                               encoder=run.encoder_label))
+
+
+def save_dataset_table(runs: Mapping[int, SubjectRun], name: str, table: pd.DataFrame) -> Path:
+    """Save a table about the whole dataset (all of ``runs``) as
+    ``results/<dataset>/<name>.csv``, tagged with dataset, subjects, profile and encoder."""
+    from .files import atomic_write_text
+
+    first = next(iter(runs.values()))
+    folder = Path(first.workdir) / "results" / first.dataset_name
+    folder.mkdir(parents=True, exist_ok=True)
+    table = table.assign(dataset=first.dataset_name,
+                         subjects=" ".join(str(s) for s in runs), profile=first.profile.name,
+                         encoder=first.encoder_label)
+    return atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))
 
 
 def load_or_compute(run: SubjectRun, name: str) -> pd.DataFrame:
@@ -1092,7 +1100,7 @@ def own_vs_other_table(runs: Mapping[int, SubjectRun],
 
 
 def _fidelity_rows(run: SubjectRun, pred: np.ndarray, n_boot: int, seed: int) -> pd.DataFrame:
-    trials = run.dataset.test.signals
+    trials = run.target
     noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
     table = fidelity_summary(pred, trials, noiseless, n_boot=n_boot, seed=seed)
     return table[table["metric"] != "paper_mse"]

@@ -11,7 +11,8 @@ Four questions, one block of functions each (DESIGN.md, Evaluation (a)–(d)):
     …) trained on real single trials work on generated signals, and the reverse, compared
     with the real → real cross-validated accuracy? :func:`transfer_decoding`.
 (c) **Two-sample test.** Can a classifier tell real from generated examples?
-    :func:`real_vs_generated_auc` (ROC AUC 0.5 = indistinguishable).
+    :func:`real_vs_generated_auc` (ROC AUC 0.5 = indistinguishable); :func:`residual_auc`
+    compares equal-count averages of each image after removing that image's real response.
 (d) **Signal statistics.** Power spectra and ERP peak latencies / amplitudes,
     :func:`power_spectra`, :func:`erp_peaks`, :func:`compare_signal_statistics`.
 
@@ -617,7 +618,8 @@ def _log_power(x: np.ndarray) -> np.ndarray:
 
 def real_vs_generated_auc(real, generated, cv: int = 5, seed: int = 0, *,
                           features: str = "signal", C: float = 0.01,
-                          n_permutations: int = 50, n_jobs: int = 1) -> AUCResult:
+                          n_permutations: int = 50, n_jobs: int = 1,
+                          groups=None) -> AUCResult:
     """How well a linear classifier tells real from generated examples.
 
     A StandardScaler + L2 LogisticRegression is cross-validated (StratifiedKFold, shuffled
@@ -654,6 +656,9 @@ def real_vs_generated_auc(real, generated, cv: int = 5, seed: int = 0, *,
         * cv`` fits.
     n_jobs : int
         Parallel jobs over folds / permutations.
+    groups : array-like, shape (n_real + n_generated,), optional
+        A group per example (real first, then generated), e.g. the image: a group never
+        spans folds, and the permutations shuffle labels within groups.
 
     Returns
     -------
@@ -677,19 +682,77 @@ def real_vs_generated_auc(real, generated, cv: int = 5, seed: int = 0, *,
         parts.append(_log_power(signals))
     x = np.concatenate(parts, axis=1)
     y = np.r_[np.zeros(len(r), int), np.ones(len(g), int)]
-    splitter = _splitter(y, None, cv, seed, "real / generated (examples per class)")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise _error("groups", f"shape ({len(y)},) (one group per example)",
+                         f"shape {groups.shape}")
+    splitter = _splitter(y, groups, cv, seed, "real / generated (examples per class)")
     # liblinear: same L2 fit as lbfgs for a binary problem, ~5x faster with many features
     # (1700 features × 400 examples: 0.27 s vs 1.4 s per 5-fold run on 2 CPU cores).
     decoder = make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="liblinear",
                                                                  random_state=seed))
-    folds = cross_val_score(decoder, x, y, cv=splitter, scoring="roc_auc", n_jobs=n_jobs)
+    folds = cross_val_score(decoder, x, y, groups=groups, cv=splitter, scoring="roc_auc",
+                            n_jobs=n_jobs)
     p_value, null = np.nan, np.zeros(0)
     if n_permutations:
         _, null, p_value = permutation_test_score(
-            decoder, x, y, cv=splitter, n_permutations=n_permutations, scoring="roc_auc",
-            random_state=seed, n_jobs=n_jobs)
+            decoder, x, y, groups=groups, cv=splitter, n_permutations=n_permutations,
+            scoring="roc_auc", random_state=seed, n_jobs=n_jobs)
     return AUCResult(auc=float(folds.mean()), fold_aucs=folds, p_value=float(p_value),
                      null=np.asarray(null), n_real=len(r), n_generated=len(g))
+
+
+def residual_auc(real_trials, generated, k: int | None = None, cv: int = 5, seed: int = 0, *,
+                 features: str = "both", n_permutations: int = 0, n_jobs: int = 1
+                 ) -> AUCResult:
+    """Real-vs-generated AUC, like with like and image by image.
+
+    For each image, the average of ``k`` real repetitions and the average of ``k``
+    generated samples each have the average of ``k`` *other* real repetitions of the same
+    image subtracted; a classifier (:func:`real_vs_generated_auc`, folds and permutations
+    grouped by image) then tells the two residuals apart. The counts match (``k`` vs
+    ``k``), and subtracting the image's own real response removes what every image shares
+    (the grand average, which otherwise dominates) and asks whether the generated signals
+    fit *their* image: a real residual is pure noise, a generated one adds the generator's
+    error for that image, which ``features='both'`` (signal and log-power) sees as excess
+    power. An ideal generator scores 0.5; an image-blind one or one with the labels
+    shuffled scores higher.
+
+    Parameters
+    ----------
+    real_trials : ndarray, shape (n_images, n_reps, n_channels, n_times), n_reps >= 2
+        Real repetitions of each image (the scoring target, none of which the generator saw).
+    generated : ndarray, shape (n_images, n_samples, n_channels, n_times)
+    k : int, optional
+        Repetitions (and samples) per average; default ``min(n_samples, n_reps // 2)``.
+    cv, seed, features, n_permutations, n_jobs
+        As in :func:`real_vs_generated_auc`.
+
+    Returns
+    -------
+    AUCResult
+        ``n_real`` = ``n_generated`` = ``n_images``.
+    """
+    real = _as_array(real_trials, "real_trials", (4,),
+                     "shape (n_images, n_reps, n_channels, n_times)")
+    gen = _as_array(generated, "generated", (4,),
+                    "shape (n_images, n_samples, n_channels, n_times)")
+    if gen.shape[0] != real.shape[0] or gen.shape[2:] != real.shape[2:]:
+        raise _error("generated", f"shape ({real.shape[0]}, n_samples, {real.shape[2]}, "
+                     f"{real.shape[3]}) (the images, channels and times of real_trials)",
+                     f"shape {gen.shape}")
+    k = min(gen.shape[1], real.shape[1] // 2) if k is None else int(k)
+    if not 1 <= k <= min(gen.shape[1], real.shape[1] // 2):
+        raise _error("k", f"an integer in [1, {min(gen.shape[1], real.shape[1] // 2)}] "
+                     "(at most the samples per image and half the repetitions)", repr(k))
+    anchor = real[:, k:2 * k].mean(axis=1)
+    images = np.arange(len(real))
+    return real_vs_generated_auc(real[:, :k].mean(axis=1) - anchor,
+                                 gen[:, :k].mean(axis=1) - anchor, cv=cv, seed=seed,
+                                 features=features,
+                                 n_permutations=n_permutations, n_jobs=n_jobs,
+                                 groups=np.r_[images, images])
 
 
 # --------------------------------------------------------------------------- (d) signal statistics
