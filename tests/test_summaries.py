@@ -129,8 +129,33 @@ def test_paired_tests_give_differences_with_ci_and_p(run):
     same = summaries.paired_tests(run, [("ridge", "ridge")], metric="paper_mse", n_perm=50,
                                   n_boot=50).iloc[0]
     assert same["difference"] == 0 and same["p_value"] == 1
+    assert (table["metric"] == "encoding_score").all()
+    assert (table["method"] == "joint image bootstrap").all()
+    assert (table["p_holm"] >= table["p_value"] - 1e-12).all()  # adjusting never lowers p
+    itself = summaries.paired_tests(run, [("concat", "concat")], n_boot=50).iloc[0]
+    assert itself["difference"] == 0 and itself["p_value"] == 1
     with pytest.raises(ValueError, match="metric"):
-        summaries.paired_tests(run, metric="encoding_score")
+        summaries.paired_tests(run, metric="top1")
+
+
+def test_holm_adjusts_by_hand():
+    from analysis.evaluation.stats import holm
+
+    # sorted 0.01, 0.02, 0.04 × 3, 2, 1 = 0.03, 0.04, 0.04 (made monotone); NaN untouched
+    np.testing.assert_allclose(holm([0.04, 0.01, np.nan, 0.02]), [0.04, 0.03, np.nan, 0.04])
+    assert holm([0.6, 0.7]).tolist() == [1.0, 1.0]
+
+
+def test_paired_encoding_test_finds_a_better_prediction():
+    from analysis.evaluation.metrics import paired_encoding_test
+
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((60, 3, 5))
+    target = truth + 0.5 * rng.standard_normal(truth.shape)
+    good, bad = truth + 0.3 * rng.standard_normal(truth.shape), rng.standard_normal(truth.shape)
+    result = paired_encoding_test(good, bad, target, n_boot=500)
+    assert result.difference > 0.5 and result.ci_low > 0 and result.p_value < 0.01
+    assert result.n_images == 60
 
 
 def test_identification_table_has_chance_cis_and_p(run):
@@ -169,9 +194,11 @@ def test_topography_and_rsa_tables(run):
 
 
 def test_plausibility_and_transfer(run):
-    table = summaries.plausibility_table(run, ("cross_attention", "ridge"), cv=3,
+    table = summaries.plausibility_table(run, ("oracle", "cross_attention", "ridge"), cv=3,
                                          n_permutations=5)
-    assert table["auc"].between(0, 1).all()
+    assert list(table["model"]) == ["oracle", "cross_attention", "ridge"]
+    assert table["auc"].between(0, 1).all() and (table["k"] == 1).all()  # 2 target reps
+    assert (table["n_images"] == SIZE.n_test_concepts).all()
     assert ((table["p_value"] > 0) & (table["p_value"] <= 1)).all()
     assert brackets(table, "auc")
     transfer = summaries.transfer_table(run, "curved", time_resolved=False, cv=3)
@@ -237,11 +264,23 @@ def test_headline_from_saved_tables(runs):
                                        "paper_mse"}
     assert len(values.query("model == 'ridge' and quantity == 'paper_r'")) == 2
     table = summaries.headline_table(values)
-    assert list(table.index) == list(summaries.MODELS)
+    shown = summaries.shown(runs[1])
+    assert shown[:5] == ["oracle", "real_half", "ridge_noise", "mean_noise", "shuffled"]
+    assert list(table.index) == shown and shown[5:] == list(summaries.MODELS)
     assert (table["n_subjects"] == 2).all()
     fig = plots.plot_group_bars(values, ["encoding_pct_ceiling", "paper_r"])
     assert isinstance(fig, Figure)
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(summaries.MODELS)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == shown
+    verdicts = pd.DataFrame({"check": ["encoding_score", "paper_r"], "valid": [True, False]})
+    csv = summaries.headline_csv(values, verdicts)
+    assert list(csv.columns) == ["model", "metric", "value", "ci_low", "ci_high", "n_subjects",
+                                 "valid"]
+    row = csv.query("model == 'ridge' and metric == 'paper_r'").iloc[0]
+    assert row["n_subjects"] == 2 and not row["valid"]
+    assert row["value"] == pytest.approx(values.query(
+        "model == 'ridge' and quantity == 'paper_r'")["value"].mean())
+    assert csv.query("metric == 'encoding_pct_ceiling'")["valid"].all()  # the encoding check
+    assert not csv.query("metric == 'paper_mse'")["valid"].any()  # never validated: not valid
     # Long names (the read-outs) are wrapped, not rotated off the figure.
     long = values.replace({"model": {"ridge": "kernel ridge: pooled embedding"}})
     ticks = plots.plot_group_bars(long, ["paper_r"]).axes[0].get_xticklabels()

@@ -9,9 +9,15 @@ is missing (through its cached ``SubjectRun``) instead of failing.
 
 Model names
 -----------
-``'cross_attention'``, ``'concat'``, ``'none'`` (the generator's mean over its samples per
-test image), ``'ridge'``, ``'train_mean'`` (baselines) and, for simulated data only,
-``'noiseless'``: the true mean responses, i.e. a perfect model, used as the reference row.
+Those of :mod:`analysis.names`: the generators ``'cross_attention'``, ``'concat'``,
+``'none'`` (the mean over their samples per test image), the baselines ``'ridge'``,
+``'train_mean'``, the reference generators (``'oracle'``, ``'real_half'``,
+``'ridge_noise'``, ``'mean_noise'``, ``'shuffled'``; the mean of their
+:attr:`~analysis.experiment.SubjectRun.n_signals` signals) and, for simulated data only,
+``'noiseless'``: the true mean responses, a perfect mean predictor. Tables show the
+references before the models by default (:func:`shown`). Every table scores against the
+same target half of the test repetitions (:attr:`~analysis.experiment.SubjectRun.target`),
+so that ``real_half`` can be drawn from the other half.
 
 Units are those of the data (``run.dataset.meta['units']``, e.g. µV); correlations are
 unitless; times are in seconds.
@@ -32,11 +38,12 @@ from scipy import stats as scipy_stats
 
 from .calibration import calibration_scores
 from .evaluation import decoding, topography
-from .evaluation.metrics import fidelity_summary, paper_mse, paper_pearson
+from .evaluation.metrics import (fidelity_summary, paired_encoding_test, paper_mse,
+                                 paper_pearson)
 from .evaluation.noise_ceiling import NoiseCeiling, exact_ceiling, noise_ceiling_r
-from .evaluation.stats import (bootstrap_ci, format_ci, mean_ignoring_nan,
+from .evaluation.stats import (bootstrap_ci, format_ci, holm, mean_ignoring_nan,
                                paired_permutation_test, pearson_r)
-from .names import CONDITIONINGS, MODELS, PAIRS, PER_IMAGE_MODELS
+from .names import CONDITIONINGS, MODELS, PAIRS, PER_IMAGE_MODELS, REFERENCES
 
 if TYPE_CHECKING:
     from .experiment import SubjectRun
@@ -65,6 +72,14 @@ def prediction(run: SubjectRun, name: str) -> np.ndarray:
                              f"'{run.dataset_name}' without noiseless means")
         return run.dataset.noiseless["test"]
     return run.prediction(name)
+
+
+def shown(run: SubjectRun, models: Sequence[str] = MODELS) -> list[str]:
+    """What a page's table shows by default: every reference the data allow (``oracle``
+    needs simulated data), then ``models``."""
+    from .calibration import available
+
+    return available(run, REFERENCES + tuple(models))
 
 
 def _with_reference(run: SubjectRun, models: Sequence[str], reference: bool) -> list[str]:
@@ -217,7 +232,7 @@ def losses(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) -> dic
 # --------------------------------------------------------------------------- fidelity
 
 
-def fidelity_table(run: SubjectRun, models: Sequence[str] = MODELS, *, n_boot: int = 1000,
+def fidelity_table(run: SubjectRun, models: Sequence[str] | None = None, *, n_boot: int = 1000,
                    seed: int = 0) -> pd.DataFrame:
     """Paper MSE, paper r and encoding score of each model, with CIs and ceilings.
 
@@ -244,6 +259,7 @@ def fidelity_table(run: SubjectRun, models: Sequence[str] = MODELS, *, n_boot: i
         ceiling (the ceiling taken as fixed). The encoding score of ``train_mean`` is NaN:
         it predicts the same response for every image, so it has no variance across images.
     """
+    models = shown(run) if models is None else models
     return score_predictions(run, {model: prediction(run, model) for model in models},
                              n_boot=n_boot, seed=seed)
 
@@ -420,10 +436,12 @@ def paired_display(tests: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Saved :func:`paired_tests` of one or more subjects, one row per comparison.
 
     Columns are subjects; cells read ``'difference [CI], p = …'`` (A − B of the tested
-    metric, bootstrap CI, two-sided permutation p with two significant digits).
+    metric, bootstrap CI, two-sided p with two significant digits, Holm-adjusted over the
+    comparisons of a subject when the table has ``p_holm``).
     """
-    cells = [f"{format_ci(r.difference, r.ci_low, r.ci_high, digits)}, p = {r.p_value:.2g}"
-             for r in tests.itertuples()]
+    p = tests["p_holm"] if "p_holm" in tests else tests["p_value"]
+    cells = [f"{format_ci(r.difference, r.ci_low, r.ci_high, digits)}, p = {q:.2g}"
+             for r, q in zip(tests.itertuples(), p)]
     table = tests.assign(comparison=tests["model_a"] + " − " + tests["model_b"] + " ("
                          + tests["metric"] + ")", cell=cells)
     wide = table.pivot(index="comparison", columns="subject", values="cell")
@@ -433,39 +451,51 @@ def paired_display(tests: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
-                 metric: str = "paper_r", *, n_perm: int = 10_000, n_boot: int = 1000,
+                 metric: str = "encoding_score", *, n_perm: int = 10_000, n_boot: int = 2000,
                  seed: int = 0) -> pd.DataFrame:
-    """Is model A better than model B on the same test images? Sign-flip permutation tests.
+    """Is model A better than model B on the same test images? Paired tests, Holm-adjusted.
 
-    For each pair the per-image metric (``'paper_r'`` or ``'paper_mse'``, against the
-    average of the test repetitions) of A minus that of B is tested with
-    :func:`~analysis.evaluation.stats.paired_permutation_test`. Images where either value
-    is undefined are left out of both.
+    ``metric='encoding_score'`` (the default; the score the headline reports) resamples the
+    images jointly for both models (:func:`~analysis.evaluation.metrics.paired_encoding_test`):
+    the encoding score is a correlation across images, so it has no per-image value to
+    flip. The per-image metrics ``'paper_r'`` and ``'paper_mse'`` (against the target
+    average) use a sign-flip permutation test
+    (:func:`~analysis.evaluation.stats.paired_permutation_test`), leaving out images where
+    either value is undefined. ``p_holm`` adjusts the p-values over the pairs of the call
+    (Holm–Bonferroni), the family a page reports.
 
     Returns
     -------
     pandas.DataFrame
-        One row per pair: ``model_a``, ``model_b``, ``metric``, ``difference`` (mean of
-        A − B; positive favours A for r, B for MSE), ``ci_low``, ``ci_high`` (percentile
-        bootstrap over images), ``p_value`` (two-sided), ``n_images``, ``method``.
+        One row per pair: ``model_a``, ``model_b``, ``metric``, ``difference`` (A − B;
+        positive favours A for r and the encoding score, B for MSE), ``ci_low``, ``ci_high``
+        (percentile bootstrap over images), ``p_value`` (two-sided), ``p_holm``,
+        ``n_images``, ``method``.
     """
-    if metric not in _PER_IMAGE_METRICS:
-        raise ValueError(f"metric: expected one of {sorted(_PER_IMAGE_METRICS)} (per-image "
-                         f"metrics), found '{metric}'")
+    if metric not in ("encoding_score", *_PER_IMAGE_METRICS):
+        raise ValueError(f"metric: expected 'encoding_score' or one of "
+                         f"{sorted(_PER_IMAGE_METRICS)} (per-image metrics), found '{metric}'")
     average = run.target_average
     per_image = {}
     rows = []
     for a, b in pairs:
-        for name in (a, b):
-            if name not in per_image:
-                per_image[name] = _PER_IMAGE_METRICS[metric](prediction(run, name), average)
-        va, vb = per_image[a], per_image[b]
-        ok = np.isfinite(va) & np.isfinite(vb)
-        result = paired_permutation_test(va[ok], vb[ok], n_perm=n_perm, n_boot=n_boot, seed=seed)
+        if metric == "encoding_score":
+            result = paired_encoding_test(prediction(run, a), prediction(run, b), average,
+                                          n_boot=n_boot, seed=seed)
+        else:
+            for name in (a, b):
+                if name not in per_image:
+                    per_image[name] = _PER_IMAGE_METRICS[metric](prediction(run, name), average)
+            va, vb = per_image[a], per_image[b]
+            ok = np.isfinite(va) & np.isfinite(vb)
+            result = paired_permutation_test(va[ok], vb[ok], n_perm=n_perm, n_boot=n_boot,
+                                             seed=seed)
         rows.append(dict(model_a=a, model_b=b, metric=metric, difference=result.difference,
                          ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value,
                          n_images=result.n_images, method=result.method))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", holm(table["p_value"]))
+    return table
 
 
 # --------------------------------------------------------------------------- identification
@@ -496,7 +526,7 @@ def _wilson(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
-def identification_table(run: SubjectRun, models: Sequence[str] = MODELS, *,
+def identification_table(run: SubjectRun, models: Sequence[str] | None = None, *,
                          n_perm: int = 1000, quantile: float = 0.8, seed: int = 0
                          ) -> pd.DataFrame:
     """Top-1 / top-5 identification accuracy of each model, with CIs, chance and p-values.
@@ -514,6 +544,7 @@ def identification_table(run: SubjectRun, models: Sequence[str] = MODELS, *,
         predicts the same response for every image (``train_mean``) ties everywhere and
         ties count against it: top-k = 0.
     """
+    models = shown(run) if models is None else models
     mask = identification_mask(run, quantile=quantile, seed=seed)
     average = run.target_average
     rows = []
@@ -534,7 +565,7 @@ def identification_table(run: SubjectRun, models: Sequence[str] = MODELS, *,
 # --------------------------------------------------------------------------- topography
 
 
-def topography_table(run: SubjectRun, models: Sequence[str] = MODELS, *, windows=None,
+def topography_table(run: SubjectRun, models: Sequence[str] | None = None, *, windows=None,
                      reference: bool = True, n_boot: int = 1000, ci: float = 0.95,
                      seed: int = 0) -> pd.DataFrame:
     """Spatial correlation of real and predicted scalp maps per time window, with CIs.
@@ -562,6 +593,7 @@ def topography_table(run: SubjectRun, models: Sequence[str] = MODELS, *, windows
         Columns ``model``, ``window``, ``start``, ``stop`` (s), ``measure``, ``value``,
         ``ci_low``, ``ci_high``.
     """
+    models = shown(run) if models is None else models
     labels, bounds = _windows(windows)
     named = dict(zip(labels, bounds))
     times = run.dataset.times
@@ -642,7 +674,7 @@ def rsa_timecourses(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *
             for m in _with_reference(run, models, reference)}
 
 
-def rsa_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *, windows=None,
+def rsa_table(run: SubjectRun, models: Sequence[str] | None = None, *, windows=None,
               reference: bool = True, n_perm: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Representational similarity of real and predicted window maps, with permutation p.
 
@@ -658,6 +690,7 @@ def rsa_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *, wind
         Columns ``model``, ``window``, ``start``, ``stop``, ``rho``, ``p_value``,
         ``n_images``.
     """
+    models = shown(run, PER_IMAGE_MODELS) if models is None else models
     labels, bounds = _windows(windows)
     times = run.dataset.times
     real = topography.window_maps(run.target_average, times, dict(zip(labels, bounds)))
@@ -707,22 +740,23 @@ def _t_interval(values: np.ndarray, ci: float = 0.95) -> tuple[float, float, flo
     return mean, float(low), float(high)
 
 
-def plausibility_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *,
-                       features: Sequence[str] = ("signal",), cv: int = 5,
-                       n_permutations: int = 20, seed: int = 0) -> pd.DataFrame:
-    """Can a classifier tell the real test responses from a model's? ROC AUC and p.
+def plausibility_table(run: SubjectRun, models: Sequence[str] | None = None, *,
+                       cv: int = 5, n_permutations: int = 19, seed: int = 0) -> pd.DataFrame:
+    """Can a classifier tell real from generated signals, image by image? AUC and p.
 
-    Like is compared with like: the real examples are the test *averages* over
-    repetitions, the model's examples its per-image *means* (for a generator the mean of
-    its samples; a baseline's single prediction). Comparing single real trials with
-    averages instead would be separable by the noise level alone. AUC 0.5 means the
-    classifier cannot tell them apart (:func:`~analysis.evaluation.decoding.real_vs_generated_auc`).
+    Like with like (:func:`~analysis.evaluation.decoding.residual_auc`): for every test
+    image, the average of ``k`` real target repetitions and the average of ``k`` of the
+    model's signals, each minus the average of ``k`` other real repetitions of that image;
+    log-power features, folds and permutations grouped by image. AUC 0.5: the generated
+    signals fit their image as well as real repetitions do. References come first, so each
+    model's AUC reads against ``real_half`` (0.5 by construction) and the image-blind
+    ``mean_noise``.
 
     Parameters
     ----------
-    features : sequence of {'signal', 'log_power', 'both'}
-        Classifier inputs to try; the raw signal only reveals differences in the mean,
-        ``'log_power'`` differences in spectrum / variance.
+    models : sequence of str, optional
+        Names of :mod:`analysis.names`; default every reference the data allow, then the
+        generators and ``ridge``.
     cv, n_permutations, seed
         Folds, label permutations behind the p-value (each costs ``cv`` classifier fits;
         the smallest possible p is ``1 / (n_permutations + 1)``), and seed.
@@ -730,24 +764,22 @@ def plausibility_table(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS
     Returns
     -------
     pandas.DataFrame
-        One row per (``model``, ``features``): ``auc`` (mean over folds), ``ci_low`` /
-        ``ci_high`` (Student-t interval over the ``cv`` fold AUCs, clipped to [0, 1] — a
-        rough interval, the folds share training data), ``p_value`` (one-sided, AUC above
-        chance), ``n_real``, ``n_generated`` and ``comparison``.
+        One row per model: ``model``, ``auc`` (mean over folds), ``ci_low`` / ``ci_high``
+        (Student-t interval over the ``cv`` fold AUCs, clipped to [0, 1] — a rough interval,
+        the folds share training data), ``p_value`` (one-sided, AUC above chance),
+        ``n_images``, ``k`` (repetitions per average) and ``comparison``.
     """
-    average = run.target_average
+    models = shown(run, PER_IMAGE_MODELS) if models is None else models
     rows = []
     for model in models:
-        pred = prediction(run, model)
-        for kind in features:
-            result = decoding.real_vs_generated_auc(average, pred, cv=cv, seed=seed,
-                                                    features=kind,
-                                                    n_permutations=n_permutations)
-            _, low, high = np.clip(_t_interval(result.fold_aucs), 0.0, 1.0)
-            rows.append(dict(model=model, features=kind, auc=result.auc, ci_low=low,
-                             ci_high=high, p_value=result.p_value, n_real=result.n_real,
-                             n_generated=result.n_generated,
-                             comparison="real test averages vs per-image predicted means"))
+        signals = run.signals(model)
+        result = decoding.residual_auc(run.target, signals, cv=cv, seed=seed,
+                                       n_permutations=n_permutations)
+        _, low, high = np.clip(_t_interval(result.fold_aucs), 0.0, 1.0)
+        k = min(signals.shape[1], run.target.shape[1] // 2)
+        rows.append(dict(model=model, auc=result.auc, ci_low=low, ci_high=high,
+                         p_value=result.p_value, n_images=result.n_real, k=k,
+                         comparison=f"{k}-averages minus {k} other real repetitions"))
     return pd.DataFrame(rows)
 
 
@@ -986,7 +1018,7 @@ def headline_values(fidelity: pd.DataFrame, identification: pd.DataFrame | None 
     Quantities: ``encoding_pct_ceiling`` (encoding score as % of the exact ceiling when
     the data are simulated, else of the split-half ceiling), ``encoding_score``,
     ``paper_r``, ``paper_mse``, ``top1`` (identification, fraction) and ``auc``
-    (real-vs-predicted, raw-signal classifier).
+    (real-vs-generated, like with like: :func:`plausibility_table`).
 
     Returns
     -------
@@ -1003,8 +1035,7 @@ def headline_values(fidelity: pd.DataFrame, identification: pd.DataFrame | None 
         parts.append(identification[identification["statistic"] == "top1"].assign(
             quantity="top1"))
     if plausibility is not None:
-        parts.append(plausibility[plausibility["features"] == "signal"].assign(
-            quantity="auc", value=lambda d: d["auc"]))
+        parts.append(plausibility.assign(quantity="auc", value=lambda d: d["auc"]))
     return pd.concat([p[["subject", "model", "quantity", "value"]] for p in parts],
                      ignore_index=True)
 
@@ -1034,6 +1065,42 @@ def headline_table(values: pd.DataFrame, ci: float = 0.95, digits: int = 3,
     table["n_subjects"] = values.groupby("model")["subject"].nunique()
     table.columns.name = None
     return table
+
+
+#: The check of :data:`~analysis.evaluation.metric_validation.CHECKS` behind each headline
+#: quantity: a quantity is valid only where its check passed in every subject.
+HEADLINE_CHECKS = {"encoding_pct_ceiling": "encoding_score", "encoding_score": "encoding_score",
+                   "paper_r": "paper_r", "paper_mse": "paper_mse", "top1": "top1",
+                   "auc": "auc_residual"}
+
+
+def headline_csv(values: pd.DataFrame, verdicts: pd.DataFrame, ci: float = 0.95
+                 ) -> pd.DataFrame:
+    """The machine-readable headline: ``results/<dataset>/headline.csv``.
+
+    Parameters
+    ----------
+    values : pandas.DataFrame
+        :func:`headline_values` (``subject``, ``model``, ``quantity``, ``value``).
+    verdicts : pandas.DataFrame
+        :func:`~analysis.calibration.dataset_verdicts` (``check``, ``valid``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model or reference, metric): ``model``, ``metric``, ``value`` (mean
+        over subjects), ``ci_low`` / ``ci_high`` (Student-t across subjects, clipped to the
+        metric's range), ``n_subjects`` and ``valid`` (the metric's check ranked the
+        references as it claims in every subject; False when it was never validated).
+    """
+    means = group_mean_table(values, ["model", "quantity"], ci=ci)
+    passed = dict(zip(verdicts["check"], verdicts["valid"].astype(bool)))
+    return pd.DataFrame({
+        "model": means["model"], "metric": means["quantity"], "value": means["mean"],
+        "ci_low": means["ci_low"], "ci_high": means["ci_high"],
+        "n_subjects": values.groupby(["model", "quantity"], sort=False)["subject"].nunique()
+        .loc[list(zip(means["model"], means["quantity"]))].to_numpy(),
+        "valid": [passed.get(HEADLINE_CHECKS.get(q, q), False) for q in means["quantity"]]})
 
 
 @dataclass

@@ -704,7 +704,7 @@ def real_vs_generated_auc(real, generated, cv: int = 5, seed: int = 0, *,
 
 
 def residual_auc(real_trials, generated, k: int | None = None, cv: int = 5, seed: int = 0, *,
-                 features: str = "both", n_permutations: int = 0, n_jobs: int = 1
+                 features: str = "log_power", n_permutations: int = 0, n_jobs: int = 1
                  ) -> AUCResult:
     """Real-vs-generated AUC, like with like and image by image.
 
@@ -715,9 +715,10 @@ def residual_auc(real_trials, generated, k: int | None = None, cv: int = 5, seed
     ``k``), and subtracting the image's own real response removes what every image shares
     (the grand average, which otherwise dominates) and asks whether the generated signals
     fit *their* image: a real residual is pure noise, a generated one adds the generator's
-    error for that image, which ``features='both'`` (signal and log-power) sees as excess
-    power. An ideal generator scores 0.5; an image-blind one or one with the labels
-    shuffled scores higher.
+    error for that image, which log-power features see as excess power (the raw signal
+    adds little: the error's sign differs from image to image; on the built-in data
+    ``'both'`` separated the references no better at three times the cost). An ideal
+    generator scores 0.5; an image-blind one or one with the labels shuffled scores higher.
 
     Parameters
     ----------

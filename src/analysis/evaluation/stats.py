@@ -412,3 +412,20 @@ def format_ci(value: float, low: float, high: float, digits: int = 2) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{number(value)} [no CI]"
     return f"{number(value)} [{number(low)}, {number(high)}]"
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (family-wise error), same order as given.
+
+    The ``k``-th smallest of ``m`` p-values is multiplied by ``m - k + 1`` (k from 1),
+    made non-decreasing in that order and capped at 1; reject where adjusted p ≤ α.
+    NaNs stay NaN and do not count towards ``m``.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
