@@ -413,6 +413,9 @@ def test_calibration_scores_every_reference_and_model_and_give_verdicts(runs):
     # valid over the dataset only where every subject passes
     per_check = verdicts.groupby("check")["valid"].all()
     assert dict(zip(table["check"], table["valid"])) == per_check.to_dict()
+    readable = calibration.verdict_display(table)
+    assert list(readable.columns) == ["valid", "passes", "why it fails"]
+    assert set(readable["valid"]) <= {"yes", "no"} and readable["passes"].str.endswith("/ 2").all()
     display = calibration.calibration_display(scores)
     assert list(display.columns[:5]) == ["oracle", "real_half", "ridge_noise", "mean_noise",
                                          "shuffled"]
@@ -424,3 +427,36 @@ def test_calibration_scores_every_reference_and_model_and_give_verdicts(runs):
     path = summaries.save_dataset_table(runs, "calibration_verdicts", table)
     saved = pd.read_csv(path)
     assert path.parent.name == "simulated" and set(saved["subjects"]) == {"1 2"}
+
+
+def test_validation_run_holds_out_concepts_and_never_sees_the_test_set(run):
+    from analysis.validation import validation_mask
+
+    val = run.validation
+    held = validation_mask(run.dataset.train.concepts)
+    assert val.dataset.test.image_ids == [i for i, m in zip(run.dataset.train.image_ids, held) if m]
+    assert not set(val.dataset.train.concepts) & set(val.dataset.test.concepts)
+    assert not set(val.dataset.test.image_ids) & set(run.dataset.test.image_ids)
+    assert val.target.shape[1] == SIZE.n_train_reps  # every repetition is the target
+    assert val.features is run.features
+
+
+def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypatch):
+    sweep, chosen, test = summaries.validation_choice(run, "guidance_scale", [0.0, 1.0, 3.0],
+                                                      n_boot=20)
+    assert chosen == summaries.chosen_setting(sweep) and (sweep["split"] == "validation").all()
+    scores = sweep.query("metric == 'encoding_score'").drop_duplicates("setting")
+    assert scores.set_index("setting").loc[chosen, "value"] == scores["value"].max()
+    assert set(test["role"]) >= {"chosen on validation"} and (test["split"] == "test").all()
+    # Replace the test set's signals with noise: the validation sweep, hence the choice,
+    # must not move (it never reads them).
+    noisy = SubjectRun("simulated", run.root, run.subject, run.profile, run.workdir,
+                       device="cpu", progress=False)
+    ds = noisy.dataset
+    monkeypatch.setattr(ds.test, "signals",
+                        np.random.default_rng(5).standard_normal(ds.test.signals.shape)
+                        .astype(np.float32))
+    again, chosen_again, _ = summaries.validation_choice(noisy, "guidance_scale",
+                                                         [0.0, 1.0, 3.0], n_boot=20)
+    assert chosen_again == chosen
+    pd.testing.assert_frame_equal(again, sweep)

@@ -94,6 +94,18 @@ def dataset_verdicts(verdict_table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def verdict_display(dataset_table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`dataset_verdicts` for reading: one row per check (its label and direction),
+    ``valid``, ``passes`` (e.g. ``'3 / 3'`` subjects) and the reasons it fails."""
+    arrows = {"higher": "↑", "lower": "↓", "chance": "→ 0.5"}
+    return pd.DataFrame({
+        "check": [f"{r.label} {arrows[r.better]}" for r in dataset_table.itertuples()],
+        "valid": dataset_table["valid"].map({True: "yes", False: "no"}).to_numpy(),
+        "passes": [f"{r.n_pass} / {r.n_subjects}" for r in dataset_table.itertuples()],
+        "why it fails": dataset_table["reason"].to_numpy()}).set_index("check").rename_axis(
+            index=None)
+
+
 def calibration_display(scores: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Group mean of every check (rows) for every reference and model (columns)."""
     means = scores.groupby(["check", "generator"], sort=False)["value"].mean().unstack()

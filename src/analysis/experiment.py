@@ -193,6 +193,27 @@ class SubjectRun:
         raise ValueError(f"unknown model '{name}'; expected one of "
                          f"{CONDITIONINGS + BASELINES + REFERENCES}")
 
+    @cached_property
+    def validation(self) -> "SubjectRun":
+        """This subject with its validation concepts as the test set: what choices are
+        scored on (:func:`analysis.validation.validation_dataset`).
+
+        It shares this run's features and work folder; its generators are trained on the
+        fitting concepts only (their own checkpoints, since the training data differ) and
+        scored against every repetition of the validation images (no ``real_half``: its
+        references other than ``ridge_noise`` / ``mean_noise`` are unavailable). The real
+        test images play no part in it.
+        """
+        from .validation import validation_dataset
+
+        other = SubjectRun(self.dataset_name, self.root, self.subject, self.profile,
+                           self.workdir, self.device, self.progress)
+        other.__dict__["dataset"] = validation_dataset(self.dataset)
+        other.__dict__["features"] = self.features
+        signals = other.dataset.test.signals
+        other.__dict__["test_halves"] = (signals[:, :0], signals)
+        return other
+
     # ------------------------------------------------------------------ references
 
     @cached_property

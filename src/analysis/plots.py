@@ -209,7 +209,7 @@ def plot_group_bars(values: pd.DataFrame, quantities: Sequence[str], *,
 
 def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", "paper_r"),
                x: str = "setting", *, ceiling_method: str | None = None,
-               xlabel: str | None = None) -> Figure:
+               xlabel: str | None = None, chosen=None) -> Figure:
     """Fidelity metrics against a swept setting (one panel each), with bootstrap CIs.
 
     Parameters
@@ -223,6 +223,8 @@ def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", 
     ceiling_method : str, optional
         Which ceiling rows to use (drawn dashed); default ``'exact'`` when present, else
         ``'split-half'``.
+    chosen : optional
+        A setting to mark with a dotted line (the one chosen on validation data).
     """
     method = ceiling_method or ("exact" if (table["ceiling_method"] == "exact").any()
                                 else "split-half")
@@ -240,6 +242,10 @@ def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", 
             ax.annotate(f"{method} ceiling", (1.0, ceiling), xycoords=("axes fraction", "data"),
                         ha="right", va="bottom", fontsize="small", color="0.4")
         ax.set_xticks(sorted(rows[x].unique()))
+        if chosen is not None:
+            ax.axvline(chosen, color="C3", ls=":", lw=1.5)
+            ax.annotate(" chosen", (chosen, 0.02), xycoords=("data", "axes fraction"),
+                        ha="left", va="bottom", fontsize="small", color="C3")
         ax.set(xlabel=xlabel or x.replace("_", " "), ylabel=metric.replace("_", " "))
         sns.despine(ax=ax)
     return fig

@@ -1197,6 +1197,47 @@ def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
     return pd.concat(frames, ignore_index=True)
 
 
+def chosen_setting(sweep: pd.DataFrame) -> object:
+    """The setting of a :func:`sampling_sweep` with the highest encoding score (the first
+    one on ties, in the order tried)."""
+    rows = sweep[sweep["metric"] == "encoding_score"].drop_duplicates("setting")
+    return rows.loc[rows["value"].idxmax(), "setting"]
+
+
+def validation_choice(run: SubjectRun, parameter: str, values: Sequence,
+                      conditioning: str = "cross_attention", *, n_boot: int = 500,
+                      seed: int = 0) -> tuple[pd.DataFrame, object, pd.DataFrame]:
+    """Choose a sampling setting on the validation concepts, then score the test set once.
+
+    The sweep runs on :attr:`~analysis.experiment.SubjectRun.validation` (a generator
+    trained without the validation concepts, scored on them); the setting with the highest
+    encoding score there is chosen (:func:`chosen_setting`). Only then is the test set
+    scored, at the chosen setting and at the profile's own, so the two can be compared.
+
+    Returns
+    -------
+    validation : pandas.DataFrame
+        :func:`sampling_sweep` rows on the validation concepts (``split='validation'``).
+    chosen : object
+        The chosen value.
+    test : pandas.DataFrame
+        :func:`sampling_sweep` rows on the test set for the chosen and the profile's value
+        (``split='test'``, ``role`` ``'chosen on validation'`` / ``'profile default'``).
+    """
+    sweep = sampling_sweep(run.validation, parameter, values, conditioning, n_boot=n_boot,
+                           seed=seed).assign(split="validation")
+    chosen = chosen_setting(sweep)
+    default = getattr(run.profile.sampling, parameter)
+    roles = {chosen: "chosen on validation"}
+    roles.setdefault(default, "profile default")
+    if default == chosen:
+        roles[chosen] = "chosen on validation = profile default"
+    test = sampling_sweep(run, parameter, list(roles), conditioning, n_boot=n_boot,
+                          seed=seed).assign(split="test")
+    test["role"] = test["setting"].map(roles)
+    return sweep, chosen, test
+
+
 def seed_table(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
                conditioning: str = "cross_attention", *, n_boot: int = 500,
                seed: int = 0) -> pd.DataFrame:

@@ -51,3 +51,39 @@ def validation_mask(concepts: Sequence[str], fraction: float = VALIDATION_FRACTI
         raise ValueError(f"concepts: the validation split of {len(set(concepts))} concept(s) "
                          f"at fraction {fraction} leaves no {side} concept; use more concepts")
     return mask
+
+
+def validation_dataset(dataset):
+    """The subject's data with the validation concepts as its test set.
+
+    ``train`` keeps the fitting concepts, ``test`` holds the validation concepts' training
+    images (their few training repetitions); the real test images are left out entirely,
+    so nothing fitted or chosen on the result can depend on them. Simulated noiseless
+    means follow the same split. ``meta['split'] = 'validation'`` marks it.
+
+    Parameters
+    ----------
+    dataset : EpochedDataset
+
+    Returns
+    -------
+    EpochedDataset
+    """
+    from .data.contract import EpochedDataset, Split
+
+    held = validation_mask(dataset.train.concepts)
+    train = dataset.train
+
+    def part(mask: np.ndarray) -> Split:
+        paths = None if train.image_paths is None else [
+            p for p, m in zip(train.image_paths, mask) if m]
+        return Split(train.signals[mask], [i for i, m in zip(train.image_ids, mask) if m],
+                     [c for c, m in zip(train.concepts, mask) if m], paths,
+                     source=f"{train.source} (validation split)")
+
+    noiseless = None
+    if dataset.noiseless is not None:
+        noiseless = {"train": dataset.noiseless["train"][~held],
+                     "test": dataset.noiseless["train"][held]}
+    return EpochedDataset(part(~held), part(held), dataset.info, dataset.times,
+                          dict(dataset.meta, split="validation"), noiseless)
