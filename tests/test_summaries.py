@@ -293,8 +293,11 @@ def test_inter_subject_topography(runs):
     assert result.real.shape == (2, 2)
     np.testing.assert_allclose(np.diag(result.real), 1.0)
     assert result.own_vs_other.exact and len(result.own_vs_other.null) == 2
-    table = summaries.own_vs_other_table(runs, ("ridge",))
-    assert table.loc[0, "min_p"] == 0.5
+    table = summaries.own_vs_other_table(runs, ("ridge", "train_mean"))
+    assert table.loc[0, "min_p"] == 0.5 and (table["maps"] == "image-specific").all()
+    assert np.isnan(table.loc[1, "index"])  # no image-specific maps: undefined
+    averaged = summaries.own_vs_other_table(runs, ("train_mean",), image_specific=False)
+    assert np.isfinite(averaged.loc[0, "index"])  # the former check scored a constant
 
 
 def test_sweeps_and_seeds(run):

@@ -275,3 +275,23 @@ def test_plots_return_figures_with_the_expected_axes(simulated):
     assert len(line.axes[0].lines) == 3  # the curve + zero line + onset line
     with pytest.raises(ValueError, match="expected shape"):
         topo.plot_spatial_corr_timecourse(times[:-1], r)
+
+
+def test_image_specific_maps_remove_the_shared_response():
+    rng = np.random.default_rng(4)
+    shared = 50 * rng.standard_normal((2, 1, 8))  # one evoked map, the same for every subject
+    real = {s: shared + rng.standard_normal((2, 30, 8)) for s in ("a", "b", "c")}
+    averaged = topo.subject_similarity_matrix(real)
+    assert averaged[~np.eye(3, dtype=bool)].min() > 0.99  # the shared map dominates
+    specific = topo.subject_similarity_matrix(real, image_specific=True)
+    assert np.abs(specific[~np.eye(3, dtype=bool)]).max() < 0.2  # independent image maps
+    np.testing.assert_allclose(np.diag(specific), 1.0)
+    # A generator that copies each subject's image-specific maps keeps them; one map for
+    # every image (a train-mean predictor) has none: undefined, not a high score.
+    copied = {s: m + 0.3 * rng.standard_normal(m.shape) for s, m in real.items()}
+    own = topo.own_vs_other_index(copied, real, image_specific=True)
+    assert own.index > 0.8 and own.p_value == pytest.approx(1 / 6)  # 3! permutations
+    flat = {s: np.broadcast_to(m.mean(axis=1, keepdims=True), m.shape) for s, m in real.items()}
+    assert np.isnan(topo.subject_similarity_matrix(flat, real, image_specific=True)).all()
+    with pytest.raises(ValueError, match="image-specific maps need shape"):
+        topo.subject_similarity_matrix({s: m[:, 0] for s, m in real.items()}, image_specific=True)

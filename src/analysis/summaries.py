@@ -1128,39 +1128,51 @@ class InterSubjectTopography:
 
 
 def inter_subject_topography(runs: Mapping[int, SubjectRun], model: str = "cross_attention",
-                             *, windows=None, n_perm: int = 10_000, seed: int = 0
-                             ) -> InterSubjectTopography:
-    """Compare subjects' real and generated window maps (all windows concatenated)."""
+                             *, windows=None, n_perm: int = 10_000, seed: int = 0,
+                             image_specific: bool = True) -> InterSubjectTopography:
+    """Compare subjects' real (target-half) and generated window maps, all windows
+    concatenated; by default image-specific maps (each image's map minus the mean map,
+    :func:`~analysis.evaluation.topography.subject_similarity_matrix`), because the evoked
+    response every image shares makes every pair of subjects, and every model, look alike."""
     real = {s: window_maps(run, None, windows) for s, run in runs.items()}
     gen = {s: window_maps(run, model, windows) for s, run in runs.items()}
+    kw = dict(image_specific=image_specific)
     return InterSubjectTopography(
         subjects=list(runs),
-        real=topography.subject_similarity_matrix(real),
-        generated=topography.subject_similarity_matrix(gen),
-        generated_vs_real=topography.subject_similarity_matrix(gen, real),
-        own_vs_other=topography.own_vs_other_index(gen, real, n_perm=n_perm, seed=seed))
+        real=topography.subject_similarity_matrix(real, **kw),
+        generated=topography.subject_similarity_matrix(gen, **kw),
+        generated_vs_real=topography.subject_similarity_matrix(gen, real, **kw),
+        own_vs_other=topography.own_vs_other_index(gen, real, n_perm=n_perm, seed=seed, **kw))
 
 
-def own_vs_other_table(runs: Mapping[int, SubjectRun],
-                       models: Sequence[str] = ("cross_attention", "ridge"), *,
-                       windows=None, n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
+def own_vs_other_table(runs: Mapping[int, SubjectRun], models: Sequence[str] | None = None, *,
+                       windows=None, n_perm: int = 10_000, seed: int = 0,
+                       image_specific: bool = True) -> pd.DataFrame:
     """Own-vs-other index of each model's maps, with its permutation p and null size.
+
+    By default the references that know the image (``real_half``, ``ridge_noise``) and the
+    image-blind ``mean_noise`` (the null a model must beat: its image-specific maps are
+    noise) come first, then the generators, ``ridge`` and ``train_mean`` (undefined on
+    image-specific maps: it has none).
 
     Returns
     -------
     pandas.DataFrame
         One row per model: ``index`` (mean over subjects of own − mean other r),
         ``p_value`` (one-sided), ``exact`` (all permutations enumerated), ``n_permutations``,
-        ``min_p`` (the smallest p this many subjects allow) and ``per_subject``.
+        ``min_p`` (the smallest p this many subjects allow), ``maps`` and ``per_subject``.
     """
+    if models is None:
+        models = ("real_half", "ridge_noise", "mean_noise") + MODELS
     rows = []
     for model in models:
         result = inter_subject_topography(runs, model, windows=windows, n_perm=n_perm,
-                                          seed=seed).own_vs_other
+                                          seed=seed, image_specific=image_specific).own_vs_other
         n_null = len(result.null)
         rows.append(dict(model=model, index=result.index, p_value=result.p_value,
                          exact=result.exact, n_permutations=n_null,
                          min_p=1 / n_null if result.exact else 1 / (n_null + 1),
+                         maps="image-specific" if image_specific else "image-averaged",
                          per_subject=", ".join(f"{s}: {v:.3f}" for s, v in
                                                zip(result.subjects, result.per_subject))))
     return pd.DataFrame(rows)

@@ -235,17 +235,27 @@ def spatial_correlation_timecourse(real, generated) -> np.ndarray:
 
 
 def _subject_vectors(maps_by_subject: Mapping[str, np.ndarray], name: str,
-                     window: int | None) -> tuple[list, np.ndarray]:
-    """Subjects and one topography vector each, shape (n_subjects, n_features)."""
+                     window: int | None, image_specific: bool = False
+                     ) -> tuple[list, np.ndarray]:
+    """Subjects and one topography vector each, shape (n_subjects, n_features): the
+    image-averaged maps, or with ``image_specific`` every image's map minus that mean."""
     if len(maps_by_subject) < 2:
         raise ValueError(f"{name}: expected at least 2 subjects, found {len(maps_by_subject)}")
     subjects = list(maps_by_subject)
     arrays = [_as_float_array(maps_by_subject[s], f"{name}[{s!r}]") for s in subjects]
     for s, arr in zip(subjects, arrays):
         _check_same_shape(arrays[0], arr, f"{name}[{subjects[0]!r}]", f"{name}[{s!r}]")
+    if image_specific and arrays[0].ndim != 3:
+        raise ValueError(f"{name}: image-specific maps need shape (n_windows, n_images, "
+                         f"n_channels), found {arrays[0].shape}")
     vectors = []
     for s, arr in zip(subjects, arrays):
-        maps = _image_average(arr, f"{name}[{s!r}]")  # (n_windows, n_channels)
+        if image_specific:  # (n_windows, n_images, n_channels), shared response removed
+            maps = arr - arr.mean(axis=1, keepdims=True)
+            if np.abs(maps).max() <= 1e-9 * max(np.abs(arr).max(), 1e-300):
+                maps = np.zeros_like(maps)  # rounding noise of one map for every image
+        else:
+            maps = _image_average(arr, f"{name}[{s!r}]")  # (n_windows, n_channels)
         if window is not None:
             if not -len(maps) <= window < len(maps):
                 raise ValueError(
@@ -258,12 +268,18 @@ def _subject_vectors(maps_by_subject: Mapping[str, np.ndarray], name: str,
 
 def subject_similarity_matrix(maps_by_subject: Mapping[str, np.ndarray],
                               reference_by_subject: Mapping[str, np.ndarray] | None = None,
-                              *, window: int | None = None) -> np.ndarray:
+                              *, window: int | None = None,
+                              image_specific: bool = False) -> np.ndarray:
     """Subject × subject Pearson correlation of scalp maps.
 
     Each subject's maps are averaged over images (when they have an image axis) and
     either one window is taken or all windows are concatenated channel by channel
-    (so windows with larger amplitudes weigh more).
+    (so windows with larger amplitudes weigh more). With ``image_specific`` the maps are
+    instead each image's map minus the mean over images, all images concatenated (the
+    subjects must share their test images, in the same order): the evoked response every
+    image shares, which otherwise dominates and makes every pair of subjects look alike,
+    is removed. A map set without image-specific variation (one prediction for every
+    image) then gives NaN.
 
     Parameters
     ----------
@@ -274,6 +290,8 @@ def subject_similarity_matrix(maps_by_subject: Mapping[str, np.ndarray],
         default ``maps_by_subject`` itself.
     window : int, optional
         Index of the window to compare; default all windows concatenated.
+    image_specific : bool
+        Compare image-specific maps (see above) instead of image-averaged ones.
 
     Returns
     -------
@@ -281,7 +299,8 @@ def subject_similarity_matrix(maps_by_subject: Mapping[str, np.ndarray],
         ``matrix[i, j]`` = corr(rows subject i, columns subject j), subjects in the order
         of ``maps_by_subject``. Symmetric with a unit diagonal when there is no reference.
     """
-    subjects, rows = _subject_vectors(maps_by_subject, "maps_by_subject", window)
+    subjects, rows = _subject_vectors(maps_by_subject, "maps_by_subject", window,
+                                      image_specific)
     if reference_by_subject is None:
         cols = rows
     else:
@@ -291,7 +310,7 @@ def subject_similarity_matrix(maps_by_subject: Mapping[str, np.ndarray],
                 f"found {list(reference_by_subject)}"
             )
         _, cols = _subject_vectors({s: reference_by_subject[s] for s in subjects},
-                                   "reference_by_subject", window)
+                                   "reference_by_subject", window, image_specific)
         _check_same_shape(rows, cols, "maps_by_subject", "reference_by_subject")
     return _pearson(rows[:, None, :], cols[None, :, :])
 
@@ -342,7 +361,8 @@ def _own_vs_other(matrix: np.ndarray, perms: np.ndarray) -> np.ndarray:
 
 def own_vs_other_index(generated_by_subject: Mapping[str, np.ndarray],
                        real_by_subject: Mapping[str, np.ndarray], *, window: int | None = None,
-                       n_perm: int = 10_000, seed: int = 0) -> OwnVsOther:
+                       n_perm: int = 10_000, seed: int = 0,
+                       image_specific: bool = False) -> OwnVsOther:
     """Own-subject vs other-subject match of generated maps, with a permutation test.
 
     For each subject ``s``: corr(gen_s, real_s) minus the mean over ``o != s`` of
@@ -357,6 +377,8 @@ def own_vs_other_index(generated_by_subject: Mapping[str, np.ndarray],
         Window maps per subject, same subjects and shapes.
     window : int, optional
         Index of the window to compare; default all windows concatenated.
+    image_specific : bool
+        Compare image-specific maps (:func:`subject_similarity_matrix`).
     n_perm : int
         Number of random permutations (and the threshold for exact enumeration).
     seed : int
@@ -368,7 +390,8 @@ def own_vs_other_index(generated_by_subject: Mapping[str, np.ndarray],
     """
     if n_perm < 1:
         raise ValueError(f"n_perm: expected a positive integer, found {n_perm}")
-    matrix = subject_similarity_matrix(generated_by_subject, real_by_subject, window=window)
+    matrix = subject_similarity_matrix(generated_by_subject, real_by_subject, window=window,
+                                       image_specific=image_specific)
     subjects = list(generated_by_subject)
     n = len(subjects)
     identity = np.arange(n)[None]
