@@ -196,3 +196,17 @@ def test_fidelity_summary_counts_undefined_images_and_validates_inputs():
         fidelity_summary(pred, trials, noiseless[:50])
     with pytest.raises(ValueError, match=r"ceiling: expected encoding shape \(4, 10\)"):
         fidelity_summary(pred, trials, ceiling=noise_ceiling_r(trials[:, :, :3], n_splits=1))
+
+
+def test_pct_of_exact_ceiling_ci_resamples_the_ceiling_with_the_images():
+    from analysis.evaluation.metrics import pct_of_exact_ceiling_ci
+
+    rng = np.random.default_rng(1)
+    truth = rng.standard_normal((50, 2, 6))
+    target = truth + rng.standard_normal(truth.shape)
+    value, low, high = pct_of_exact_ceiling_ci(truth, truth, target, n_boot=300)
+    # the truth is its own ceiling on every resample: exactly 100 %, no spread
+    assert value == pytest.approx(100) and low == pytest.approx(100) and high == pytest.approx(100)
+    noisy = truth + rng.standard_normal(truth.shape)
+    value, low, high = pct_of_exact_ceiling_ci(noisy, truth, target, n_boot=300)
+    assert low < value < high and 40 < value < 90  # corr(noisy, truth) ≈ 0.71

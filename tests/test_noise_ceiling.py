@@ -147,3 +147,18 @@ def test_validation_messages():
         exact_ceiling(np.zeros((5, 3, 5)), np.zeros((5, 2, 3, 4)))
     with pytest.raises(ValueError, match="n_splits: expected at least 1 split, found 0"):
         split_half_reliability(np.zeros((5, 2, 3, 4)), n_splits=0)
+
+
+def test_gifford_bounds_match_their_expected_values():
+    from analysis.evaluation.noise_ceiling import gifford_bounds
+
+    # signal variance 1, noise variance 4 per repetition, 8 repetitions (halves of 4):
+    # half averages have reliability 1 / (1 + 4/4) = 0.5, so lower ≈ 0.5 and
+    # upper = corr(half, all) = sqrt((1 + 0.5) / 2) ≈ 0.866 for equal-variance halves.
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((4000, 1, 2, 3))
+    trials = truth + 2 * rng.standard_normal((4000, 8, 2, 3))
+    lower, upper = gifford_bounds(trials, n_splits=5)
+    assert lower.shape == upper.shape == (2, 3)
+    np.testing.assert_allclose(lower, 0.5, atol=0.03)
+    np.testing.assert_allclose(upper, np.sqrt(0.75), atol=0.02)

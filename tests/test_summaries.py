@@ -221,7 +221,9 @@ def test_overview_training_and_signal_tables(run):
     design = summaries.design_table(run)
     assert design.set_index("split").loc["test", "n_reps"] == SIZE.n_test_reps
     ceilings = summaries.ceiling_table(run, n_boot=100)
-    assert set(ceilings["method"]) == {"split-half", "exact"}
+    assert set(ceilings["method"]) == {"split-half", "exact", "Gifford lower", "Gifford upper"}
+    value = ceilings.set_index("method")["value"]
+    assert value["Gifford lower"] < value["Gifford upper"]  # one half vs all repetitions
     assert brackets(ceilings)
     training = summaries.training_table(run)
     assert list(training["conditioning"]) == ["cross_attention", "concat", "none"]
@@ -463,3 +465,16 @@ def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypa
                                                          [0.0, 1.0, 3.0], n_boot=20)
     assert chosen_again == chosen
     pd.testing.assert_frame_equal(again, sweep)
+
+
+def test_own_vs_other_is_calibrated_on_the_references(runs):
+    from analysis import calibration
+
+    table, verdict = calibration.own_vs_other_calibration(runs)
+    assert list(table["model"][:5]) == ["oracle", "real_half", "ridge_noise", "mean_noise",
+                                       "shuffled"]
+    assert len(verdict) == 1 and verdict.loc[0, "check"] == "own_vs_other"
+    index = table.set_index("model")["index"]
+    assert verdict.loc[0, "tier1"] == index["ridge_noise"]
+    assert verdict.loc[0, "tier0"] == min(index["oracle"], index["real_half"])
+    assert verdict.loc[0, "tier2"] == max(index["mean_noise"], index["shuffled"])

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .evaluation import decoding
-from .evaluation.metric_validation import CHECKS, CHECKS_BY_NAME, Context, score_checks, verdicts
+from .evaluation.metric_validation import (CHECKS, CHECKS_BY_NAME, Check, Context, score_checks,
+                                           verdicts)
 from .names import MODELS, REFERENCES, TIERS, kind
 
 if TYPE_CHECKING:
@@ -49,6 +50,35 @@ def calibration_scores(run: SubjectRun, names: Sequence[str] = REFERENCES + MODE
     scores = score_checks(signals, run.target, context)
     return scores.assign(kind=[kind(g) for g in scores["generator"]],
                          n_signals=run.n_signals, n_target_reps=run.target.shape[1])
+
+
+#: The group-level check of the book (it compares subjects, so it has one score per
+#: dataset, not per subject): the own-vs-other index of image-specific maps.
+OWN_VS_OTHER = Check("own_vs_other", "own-vs-other index", "higher", compute=None,
+                     what="own-subject minus other-subject r of image-specific window maps")
+
+
+def own_vs_other_calibration(runs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The own-vs-other index of every reference (and model) and its verdict.
+
+    Parameters
+    ----------
+    runs : mapping of subject to SubjectRun, at least 2 subjects
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        :func:`~analysis.summaries.own_vs_other_table` rows, references first.
+    verdict : pandas.DataFrame
+        :func:`~analysis.evaluation.metric_validation.verdicts` of the index (one row).
+    """
+    from .summaries import own_vs_other_table
+
+    first = next(iter(runs.values()))
+    table = own_vs_other_table(runs, available(first, REFERENCES + MODELS))
+    scores = pd.DataFrame({"generator": table["model"], "check": OWN_VS_OTHER.name,
+                           "value": table["index"]})
+    return table, verdicts(scores, TIERS, [OWN_VS_OTHER])
 
 
 def calibration_verdicts(scores: pd.DataFrame) -> pd.DataFrame:

@@ -39,8 +39,9 @@ from scipy import stats as scipy_stats
 from .calibration import calibration_scores
 from .evaluation import decoding, topography
 from .evaluation.metrics import (fidelity_summary, paired_encoding_test, paper_mse,
-                                 paper_pearson)
-from .evaluation.noise_ceiling import NoiseCeiling, exact_ceiling, noise_ceiling_r
+                                 paper_pearson, pct_of_exact_ceiling_ci)
+from .evaluation.noise_ceiling import (NoiseCeiling, exact_ceiling, gifford_bounds,
+                                       noise_ceiling_r)
 from .evaluation.stats import (bootstrap_ci, format_ci, holm, mean_ignoring_nan,
                                paired_permutation_test, pearson_r)
 from .names import CONDITIONINGS, MODELS, PAIRS, PER_IMAGE_MODELS, REFERENCES
@@ -142,7 +143,9 @@ def ceiling_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.D
     exact encoding ceiling is the encoding score of the noiseless means, so its CI
     recomputes that score on resampled images; the split-half encoding ceiling is
     reported without a CI (resampling images inside a split-half estimate is not
-    meaningful).
+    meaningful). Beside them, Gifford et al.'s (2022) lower and upper bounds of the
+    encoding score (:func:`~analysis.evaluation.noise_ceiling.gifford_bounds`), so numbers
+    compare with published THINGS-EEG2 curves. All of the target half of the repetitions.
 
     Returns
     -------
@@ -167,6 +170,10 @@ def ceiling_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.D
             low, high = interval.low, interval.high
         rows.append(dict(method=method, metric="encoding_score", value=ceiling.encoding_mean,
                          ci_low=low, ci_high=high))
+    lower, upper = gifford_bounds(trials, seed=seed)
+    for method, bound in (("Gifford lower", lower), ("Gifford upper", upper)):
+        rows.append(dict(method=method, metric="encoding_score",
+                         value=float(mean_ignoring_nan(bound)), ci_low=np.nan, ci_high=np.nan))
     return pd.DataFrame(rows)
 
 
@@ -255,8 +262,11 @@ def fidelity_table(run: SubjectRun, models: Sequence[str] | None = None, *, n_bo
     pandas.DataFrame
         The ``fidelity_summary`` columns (``metric``, ``ceiling_method``, ``value``,
         ``ci_low``, ``ci_high``, ``ceiling``, ``pct_of_ceiling``, ``n_undefined``) plus
-        ``model`` first and ``pct_ci_low`` / ``pct_ci_high``: the CI bounds as % of the
-        ceiling (the ceiling taken as fixed). The encoding score of ``train_mean`` is NaN:
+        ``model`` first and ``pct_ci_low`` / ``pct_ci_high``: the CI as % of the ceiling —
+        for the encoding score against the exact ceiling a bootstrap of the ratio that
+        resamples the ceiling with the images
+        (:func:`~analysis.evaluation.metrics.pct_of_exact_ceiling_ci`); otherwise the score's
+        CI bounds over a ceiling taken as fixed. The encoding score of ``train_mean`` is NaN:
         it predicts the same response for every image, so it has no variance across images.
     """
     models = shown(run) if models is None else models
@@ -279,6 +289,12 @@ def score_predictions(run: SubjectRun, predictions: Mapping[str, np.ndarray], *,
             table[f"pct_ci_{bound}"] = np.where(is_r & (table["ceiling"] > 0),
                                                 100 * table[f"ci_{bound}"] / table["ceiling"],
                                                 np.nan)
+        exact = (table["metric"] == "encoding_score") & (table["ceiling_method"] == "exact")
+        if exact.any() and np.isfinite(table.loc[exact, "value"]).all():
+            # The exact ceiling is measured on the same images: resample it with them.
+            _, low, high = pct_of_exact_ceiling_ci(predicted, noiseless, trials.mean(axis=1),
+                                                   n_boot=n_boot, seed=seed)
+            table.loc[exact, ["pct_ci_low", "pct_ci_high"]] = low, high
         frames.append(table.assign(model=model))
     out = pd.concat(frames, ignore_index=True)
     return out[["model"] + [c for c in out.columns if c != "model"]]

@@ -293,3 +293,42 @@ def mse_floor(trials: np.ndarray) -> np.ndarray:
     n_reps = trials.shape[1]
     noise_var = np.array([image.var(axis=0, ddof=1, dtype=np.float64).mean() for image in trials])
     return noise_var / n_reps
+
+
+def gifford_bounds(trials: np.ndarray, *, n_splits: int = 20, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The lower and upper noise-ceiling bounds of Gifford et al. (2022), per channel × time.
+
+    For each random split of the repetitions into halves A and B: lower = corr across
+    images of A's average with B's, upper = corr of A's average with the average of all
+    repetitions (A and B each taking the role of A); both averaged over splits. These are
+    not corrected to the full average, so they sit below this module's ceiling (lower) and
+    around it (upper); they are reported so that scores compare with published THINGS-EEG2
+    encoding curves.
+
+    Parameters
+    ----------
+    trials : ndarray, shape (n_images, n_reps, n_channels, n_times), n_reps >= 2
+    n_splits, seed : int
+
+    Returns
+    -------
+    lower, upper : ndarrays, shape (n_channels, n_times)
+        r, unitless; NaN where an average is constant.
+    """
+    trials = check_trials(trials, min_reps=2)
+    n_images, n_reps, n_channels, n_times = trials.shape
+    flat = trials.reshape(n_images, n_reps, -1).astype(np.float64)
+    full = flat.mean(axis=1)
+    rng = np.random.default_rng(seed)
+    half = n_reps // 2
+    lower = np.zeros(flat.shape[2])
+    upper = np.zeros(flat.shape[2])
+    for _ in range(n_splits):
+        order = rng.permutation(n_reps)
+        a = flat[:, order[:half]].mean(axis=1)
+        b = flat[:, order[half:2 * half]].mean(axis=1)
+        lower += pearson_r(a, b, axis=0)
+        upper += (pearson_r(a, full, axis=0) + pearson_r(b, full, axis=0)) / 2
+    shape = (n_channels, n_times)
+    return (lower / n_splits).reshape(shape), (upper / n_splits).reshape(shape)
