@@ -159,3 +159,18 @@ def test_format_ci():
     assert format_ci(-0.009, -0.018, -0.0003, digits=3) == "-0.009 [-0.018, 0.000]"
     assert format_ci(float("nan"), float("nan"), float("nan")) == "undefined"
     assert format_ci(0.4213, float("nan"), float("nan")) == "0.42 [no CI]"
+
+
+def test_t_wilson_and_fisher_intervals_by_hand():
+    from analysis.evaluation.stats import fisher_z_interval, t_interval, wilson_interval
+
+    mean, low, high = t_interval([1.0, 2.0, 3.0, np.nan])
+    half = 4.302652729749464 / np.sqrt(3)  # t(0.975, 2) * sd 1 / sqrt(3)
+    assert mean == 2.0 and low == pytest.approx(2 - half) and high == pytest.approx(2 + half)
+    assert np.isnan(t_interval([5.0])[1]) and t_interval([4.0, 4.0]) == (4.0, 4.0, 4.0)
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and 0.1 < high < 0.2  # never empty at zero successes (≈ 0.161)
+    # with zero bootstrap spread the Fisher interval collapses onto the value
+    assert fisher_z_interval(0.5, [0.5, 0.5, 0.5]) == pytest.approx((0.5, 0.5))
+    low, high = fisher_z_interval(0.5, np.tanh(np.arctanh(0.5) + np.array([-0.1, 0.1])))
+    assert low < 0.5 < high

@@ -295,3 +295,14 @@ def test_image_specific_maps_remove_the_shared_response():
     assert np.isnan(topo.subject_similarity_matrix(flat, real, image_specific=True)).all()
     with pytest.raises(ValueError, match="image-specific maps need shape"):
         topo.subject_similarity_matrix({s: m[:, 0] for s, m in real.items()}, image_specific=True)
+
+
+def test_mantel_test_on_identical_and_unrelated_rdms():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((25, 6))
+    same = topo.rdm(x)
+    rho, p = topo.mantel_test(same, same, n_perm=99)
+    assert rho == pytest.approx(1.0) and p == pytest.approx(0.01)  # 1 / (99 + 1)
+    rho, p = topo.mantel_test(same, topo.rdm(rng.standard_normal((25, 6))), n_perm=99)
+    assert abs(rho) < 0.3 and p > 0.05
+    assert np.isnan(topo.mantel_test(same, np.ones((25, 25)))[0])  # constant: undefined

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from .calibration import calibration_scores
 from .evaluation import decoding, topography
@@ -42,8 +41,9 @@ from .evaluation.metrics import (fidelity_summary, paired_encoding_test, paper_m
                                  paper_pearson, pct_of_exact_ceiling_ci)
 from .evaluation.noise_ceiling import (NoiseCeiling, exact_ceiling, gifford_bounds,
                                        noise_ceiling_r)
-from .evaluation.stats import (bootstrap_ci, format_ci, holm, mean_ignoring_nan,
-                               paired_permutation_test, pearson_r)
+from .evaluation.stats import (bootstrap_ci, fisher_z_interval, format_ci, holm,
+                               mean_ignoring_nan, paired_permutation_test, pearson_r,
+                               t_interval, wilson_interval)
 from .names import CONDITIONINGS, MODELS, PAIRS, PER_IMAGE_MODELS, REFERENCES
 
 if TYPE_CHECKING:
@@ -537,11 +537,6 @@ def identify(run: SubjectRun, models: Sequence[str] = MODELS, *, quantile: float
             for m in models}
 
 
-def _wilson(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:
-    interval = scipy_stats.binomtest(int(successes), int(n)).proportion_ci(ci, method="wilson")
-    return float(interval.low), float(interval.high)
-
-
 def identification_table(run: SubjectRun, models: Sequence[str] | None = None, *,
                          n_perm: int = 1000, quantile: float = 0.8, seed: int = 0
                          ) -> pd.DataFrame:
@@ -571,7 +566,7 @@ def identification_table(run: SubjectRun, models: Sequence[str] | None = None, *
                                          ("top5", result.top5, result.chance_top5)):
             null = decoding.identification_permutation_null(
                 pred, average, n_perm, seed, feature_mask=mask, statistic=statistic)
-            low, high = _wilson(round(value * result.n_images), result.n_images)
+            low, high = wilson_interval(round(value * result.n_images), result.n_images)
             rows.append(dict(model=model, statistic=statistic, value=value, ci_low=low,
                              ci_high=high, chance=chance, p_value=null.p_value,
                              mean_rank=float(result.ranks.mean()), n_images=result.n_images))
@@ -598,9 +593,8 @@ def topography_table(run: SubjectRun, models: Sequence[str] | None = None, *, wi
       (undefined for ``train_mean``, which has none).
 
     CIs resample test images. Per-image measures: percentile bootstrap of the mean.
-    ``'erp_map'``: a resampled mean map is noisier, so resampled r sit below r and a
-    percentile interval can miss it; instead the bootstrap standard error of Fisher's
-    ``z = arctanh(r)`` gives ``tanh(z ± z_crit · se)``. With ``reference`` and simulated
+    ``'erp_map'``: a correlation of mean maps, so
+    :func:`~analysis.evaluation.stats.fisher_z_interval` of its bootstrap replicates. With ``reference`` and simulated
     data a ``'noiseless'`` row shows what a perfect model reaches against the noisy maps.
 
     Returns
@@ -614,7 +608,6 @@ def topography_table(run: SubjectRun, models: Sequence[str] | None = None, *, wi
     named = dict(zip(labels, bounds))
     times = run.dataset.times
     real = topography.window_maps(run.target_average, times, named)
-    z_crit = scipy_stats.norm.ppf(0.5 + ci / 2)
     rows = []
     for model in _with_reference(run, models, reference):
         gen = topography.window_maps(prediction(run, model), times, named)
@@ -629,10 +622,7 @@ def topography_table(run: SubjectRun, models: Sequence[str] | None = None, *, wi
                                           axis=-1),
                     n_images=n_images, n_boot=n_boot, ci=ci, seed=seed, vectorized=True,
                     batch=200)
-                z = np.arctanh(np.clip(value, -1 + 1e-12, 1 - 1e-12))
-                se = np.nanstd(np.arctanh(np.clip(boot.distribution, -1 + 1e-12, 1 - 1e-12)),
-                               ddof=1)
-                low, high = float(np.tanh(z - z_crit * se)), float(np.tanh(z + z_crit * se))
+                low, high = fisher_z_interval(value, boot.distribution, ci)
             rows.append(dict(model=model, window=label, start=start, stop=stop,
                              measure="erp_map", value=value, ci_low=low, ci_high=high))
             specific = (real_w - real_w.mean(axis=0), gen_w - gen_w.mean(axis=0))
@@ -711,49 +701,18 @@ def rsa_table(run: SubjectRun, models: Sequence[str] | None = None, *, windows=N
     times = run.dataset.times
     real = topography.window_maps(run.target_average, times, dict(zip(labels, bounds)))
     n = real.shape[1]
-    upper = np.triu_indices(n, k=1)
-    rng = np.random.default_rng(seed)
-    perms = np.argsort(rng.random((n_perm, n)), axis=1)
     rows = []
     for model in _with_reference(run, models, reference):
         gen = topography.window_maps(prediction(run, model), times, dict(zip(labels, bounds)))
         for w, (label, (start, stop)) in enumerate(zip(labels, bounds)):
-            rank_real = scipy_stats.rankdata(topography.rdm(real[w])[upper])
-            gen_rdm = topography.rdm(gen[w])
-            rho, p = np.nan, np.nan
-            if np.isfinite(gen_rdm).all() and np.ptp(gen_rdm[upper]) > 0:
-                full = np.zeros((n, n))
-                full[upper] = scipy_stats.rankdata(gen_rdm[upper])
-                full = full + full.T
-                rho = float(pearson_r(rank_real, full[upper]))
-                null = np.concatenate([
-                    pearson_r(np.broadcast_to(rank_real, (len(chunk), len(rank_real))),
-                              full[chunk[:, :, None], chunk[:, None, :]][:, upper[0], upper[1]],
-                              axis=-1)
-                    for chunk in np.array_split(perms, max(1, n_perm * n * n // 2**24))])
-                p = float((1 + np.sum(null >= rho)) / (n_perm + 1))
+            rho, p = topography.mantel_test(topography.rdm(real[w]), topography.rdm(gen[w]),
+                                            n_perm, seed)
             rows.append(dict(model=model, window=label, start=start, stop=stop, rho=rho,
                              p_value=p, n_images=n))
     return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- plausibility
-
-
-def _t_interval(values: np.ndarray, ci: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t CI of the mean; NaN bounds with fewer than 2 finite values."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return np.nan, np.nan, np.nan
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, np.nan, np.nan
-    sem = scipy_stats.sem(values)
-    if sem == 0:
-        return mean, mean, mean
-    low, high = scipy_stats.t.interval(ci, len(values) - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high)
 
 
 def plausibility_table(run: SubjectRun, models: Sequence[str] | None = None, *,
@@ -791,7 +750,7 @@ def plausibility_table(run: SubjectRun, models: Sequence[str] | None = None, *,
         signals = run.signals(model)
         result = decoding.residual_auc(run.target, signals, cv=cv, seed=seed,
                                        n_permutations=n_permutations)
-        _, low, high = np.clip(_t_interval(result.fold_aucs), 0.0, 1.0)
+        _, low, high = np.clip(t_interval(result.fold_aucs), 0.0, 1.0)
         k = min(signals.shape[1], run.target.shape[1] // 2)
         rows.append(dict(model=model, auc=result.auc, ci_low=low, ci_high=high,
                          p_value=result.p_value, n_images=result.n_real, k=k,
@@ -1013,7 +972,7 @@ def group_mean_table(values: pd.DataFrame, by: Sequence[str], value: str = "valu
     """
     rows = []
     for key, part in values.groupby(list(by), sort=False):
-        mean, low, high = _t_interval(part[value].to_numpy(), ci)
+        mean, low, high = t_interval(part[value].to_numpy(), ci)
         key = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         lo, hi = bounds or RANGES.get(key.get("quantity", key.get("metric")), (-np.inf, np.inf))
         rows.append({**key, "mean": mean, "ci_low": np.clip(low, lo, hi),

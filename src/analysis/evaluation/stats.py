@@ -429,3 +429,58 @@ def holm(p_values) -> np.ndarray:
     adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+def t_interval(values, ci: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t CI of the mean (``n - 1`` degrees of freedom), NaNs left out.
+
+    For means over subjects or seeds, treated as a random sample. Returns NaN bounds with
+    fewer than 2 finite values (one subject has no spread to estimate), and the mean as
+    both bounds when every value is equal.
+
+    Returns
+    -------
+    (mean, low, high) : floats
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    sem = _scipy_stats.sem(values)
+    if sem == 0:
+        return mean, mean, mean
+    low, high = _scipy_stats.t.interval(ci, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def wilson_interval(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (e.g. top-1 accuracy over
+    images); unlike the normal approximation it stays inside [0, 1] and is not empty at
+    0 or ``n`` successes."""
+    interval = _scipy_stats.binomtest(int(successes), int(n)).proportion_ci(ci, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def fisher_z_interval(value: float, resampled, ci: float = 0.95) -> tuple[float, float]:
+    """CI of a correlation from the bootstrap standard error of Fisher's ``z = arctanh(r)``:
+    ``tanh(z ± z_crit · se)``.
+
+    For a correlation of two *means* over resampled images (e.g. an evoked scalp map): a
+    resampled mean is noisier, so resampled r sit below r and a percentile interval can
+    miss it, while the spread of ``z`` still measures the uncertainty.
+
+    Parameters
+    ----------
+    value : float
+        The correlation on the full sample.
+    resampled : array-like
+        Its bootstrap replicates (NaNs ignored).
+    """
+    z_crit = _scipy_stats.norm.ppf(0.5 + ci / 2)
+    z = np.arctanh(np.clip(value, -1 + 1e-12, 1 - 1e-12))
+    se = np.nanstd(np.arctanh(np.clip(np.asarray(resampled, float), -1 + 1e-12, 1 - 1e-12)),
+                   ddof=1)
+    return float(np.tanh(z - z_crit * se)), float(np.tanh(z + z_crit * se))
