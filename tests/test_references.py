@@ -106,3 +106,30 @@ def test_a_fidelity_check_ranks_the_references(subject):
     assert abs(score["oracle"] - score["real_half"]) < 0.1
     assert abs(score["mean_noise"]) < 0.1
     assert set(references) <= set(REFERENCES)
+
+
+def test_the_judge_on_built_in_data_ranks_the_references(subject):
+    """On the simulator's own data: image-conditional checks rank oracle ≈ real_half above a
+    shrunk linear-Gaussian generator above mean_noise / shuffled; the pooled spectrum cannot."""
+    from analysis.evaluation import decoding
+    from analysis.evaluation.metric_validation import Context, score_checks, verdicts
+    from analysis.names import TIERS
+
+    held, target = split_repetitions(subject.test.signals, seed=0)
+    truth = subject.noiseless["test"]
+    noise = ResidualNoise().fit(subject.train.signals)
+    grand = np.broadcast_to(subject.train.average().mean(axis=0), truth.shape)
+    shrunk = np.ascontiguousarray(0.5 * truth + 0.5 * grand)  # a ridge-like mean predictor
+    ridge_like = mean_plus_noise(shrunk, noise, 8, seed=1)
+    signals = {"oracle": oracle_trials(subject, n=8), "real_half": real_half(held, 8),
+               "ridge_noise": ridge_like,
+               "mean_noise": mean_plus_noise(np.ascontiguousarray(grand), noise, 8, seed=2),
+               "shuffled": shuffled(ridge_like, seed=0)}
+    mask = decoding.select_features_by_reliability(subject.train.signals, quantile=0.8)
+    scores = score_checks(signals, target, Context(subject.times, subject.sfreq, mask))
+    table = verdicts(scores, TIERS).set_index("check")
+    for check in ("encoding_score", "paper_r", "paper_mse", "top1", "map_r"):
+        assert table.loc[check, "valid"], (check, table.loc[check].to_dict())
+    assert not table.loc["spectrum_error", "valid"]
+    values = scores.pivot(index="generator", columns="check", values="value")
+    assert abs(values.loc["oracle", "encoding_score"] - values.loc["real_half", "encoding_score"]) < 0.1

@@ -46,7 +46,7 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     assert path["group/group_summary"] == 12
     # features 11, validation 60, summary 12, ablation 12, topography 32, reproducibility 12
     # wait on it:
-    assert path["sub-03/subject_05_decoding"] == 70 + max(11, 60, 12, 12, 32, 12)
+    assert path["sub-03/subject_05_decoding"] == 90 + max(11, 40, 12, 12, 32, 12)
 
 
 def _notebook(path: Path, *sources: str) -> Path:

@@ -187,6 +187,8 @@ def test_topography_and_rsa_tables(run):
     rsa = summaries.rsa_table(run, ("ridge", "train_mean"), n_perm=100)
     assert rsa.query("model == 'train_mean'")["rho"].isna().all()  # no RDM without variation
     assert rsa.query("model == 'noiseless'")["rho"].notna().all()
+    assert rsa.query("model == 'noiseless'")["p_value"].isna().all()  # calibrates, untested
+    assert rsa.query("model == 'ridge'")["p_value"].between(0, 1).all()
     curves = summaries.spatial_timecourses(run, ("ridge",))
     assert curves["ridge"].shape == run.dataset.times.shape
     rsa_curves = summaries.rsa_timecourses(run, ("ridge",), reference=False)
@@ -197,6 +199,8 @@ def test_plausibility_and_transfer(run):
     table = summaries.plausibility_table(run, ("oracle", "cross_attention", "ridge"), cv=3,
                                          n_permutations=5)
     assert list(table["model"]) == ["oracle", "cross_attention", "ridge"]
+    assert np.isnan(table.loc[0, "p_value"])  # references calibrate, they are not tested
+    table = table.iloc[1:]
     assert table["auc"].between(0, 1).all() and (table["k"] == 1).all()  # 2 target reps
     assert (table["n_images"] == SIZE.n_test_concepts).all()
     assert ((table["p_value"] > 0) & (table["p_value"] <= 1)).all()
@@ -450,6 +454,10 @@ def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypa
     sweep, chosen, test = summaries.validation_choice(run, "guidance_scale", [0.0, 1.0, 3.0],
                                                       n_boot=20)
     assert chosen == summaries.chosen_setting(sweep) and (sweep["split"] == "validation").all()
+    assert type(chosen) is float  # not numpy's: it goes into JSON next to generated signals
+    steps = pd.DataFrame({"metric": "encoding_score", "setting": np.array([3, 5]),
+                          "value": [0.2, 0.1]})
+    assert type(summaries.chosen_setting(steps)) is int and summaries.chosen_setting(steps) == 3
     scores = sweep.query("metric == 'encoding_score'").drop_duplicates("setting")
     assert scores.set_index("setting").loc[chosen, "value"] == scores["value"].max()
     assert set(test["role"]) >= {"chosen on validation"} and (test["split"] == "test").all()

@@ -72,7 +72,7 @@ def own_vs_other_calibration(runs) -> tuple[pd.DataFrame, pd.DataFrame]:
     verdict : pandas.DataFrame
         :func:`~analysis.evaluation.metric_validation.verdicts` of the index (one row).
     """
-    from .summaries import own_vs_other_table
+    from .pages.topography import own_vs_other_table
 
     first = next(iter(runs.values()))
     table = own_vs_other_table(runs, available(first, REFERENCES + MODELS))

@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 
 from .evaluation import topography
 from .models.conditioning import CONDITIONINGS
-from .summaries import RANGES, example_channels, example_images, group_mean_table, prediction
+from .pages.common import example_channels, example_images, prediction
+from .pages.group import RANGES, group_mean_table
 
 if TYPE_CHECKING:
     from .data.contract import EpochedDataset

@@ -47,7 +47,7 @@ FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
 # first), never to judge it.
 TYPICAL_SECONDS = {"subject_01_overview": 60, "subject_02_training": 175,
                    "subject_03_fidelity": 100, "subject_04_topography": 32,
-                   "subject_05_decoding": 70, "group_features": 11, "group_validation": 60,
+                   "subject_05_decoding": 90, "group_features": 11, "group_validation": 40,
                    "group_summary": 12, "group_ablation": 12, "group_sampling": 460, "group_topography": 32,
                    "group_reproducibility": 12}
 # Honoured by torch (OpenMP) and the BLAS libraries when a kernel starts.

@@ -1,0 +1,1 @@
+"""The tables of the book pages, one module per page (see :mod:`analysis.summaries`)."""

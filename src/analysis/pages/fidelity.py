@@ -1,0 +1,158 @@
+"""Tables of the fidelity page: scores with CIs and ceilings, read-outs, paired tests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation.metrics import (fidelity_summary, paired_encoding_test, paper_mse,
+                                  paper_pearson, pct_of_exact_ceiling_ci)
+from ..evaluation.noise_ceiling import noise_ceiling_r
+from ..evaluation.stats import holm, paired_permutation_test
+from ..names import PAIRS
+from .common import prediction, shown
+
+if TYPE_CHECKING:
+    from ..experiment import SubjectRun
+
+
+def fidelity_table(run: SubjectRun, models: Sequence[str] | None = None, *, n_boot: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Paper MSE, paper r and encoding score of each model, with CIs and ceilings.
+
+    Each model's prediction is scored by :func:`~analysis.evaluation.metrics.fidelity_summary`
+    against the test trials of ``run`` (one split-half ceiling shared by every model; the
+    exact ceiling too when the data are simulated).
+
+    Parameters
+    ----------
+    run : SubjectRun
+    models : sequence of str
+        Model names (see the module docstring).
+    n_boot : int
+        Bootstrap resamples over test images.
+    seed : int
+        Seed of the bootstrap and of the split halves.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``fidelity_summary`` columns (``metric``, ``ceiling_method``, ``value``,
+        ``ci_low``, ``ci_high``, ``ceiling``, ``pct_of_ceiling``, ``n_undefined``) plus
+        ``model`` first and ``pct_ci_low`` / ``pct_ci_high``: the CI as % of the ceiling —
+        for the encoding score against the exact ceiling a bootstrap of the ratio that
+        resamples the ceiling with the images
+        (:func:`~analysis.evaluation.metrics.pct_of_exact_ceiling_ci`); otherwise the score's
+        CI bounds over a ceiling taken as fixed. The encoding score of ``train_mean`` is NaN:
+        it predicts the same response for every image, so it has no variance across images.
+    """
+    models = shown(run) if models is None else models
+    return score_predictions(run, {model: prediction(run, model) for model in models},
+                             n_boot=n_boot, seed=seed)
+
+
+def score_predictions(run: SubjectRun, predictions: Mapping[str, np.ndarray], *,
+                      n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`fidelity_table` of any named test-set predictions ``(n_images, n_ch, n_times)``."""
+    trials = run.target
+    noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
+    ceiling = noise_ceiling_r(trials, seed=seed)
+    frames = []
+    for model, predicted in predictions.items():
+        table = fidelity_summary(predicted, trials, noiseless, n_boot=n_boot,
+                                 seed=seed, ceiling=ceiling)
+        is_r = table["metric"] != "paper_mse"
+        for bound in ("low", "high"):
+            table[f"pct_ci_{bound}"] = np.where(is_r & (table["ceiling"] > 0),
+                                                100 * table[f"ci_{bound}"] / table["ceiling"],
+                                                np.nan)
+        exact = (table["metric"] == "encoding_score") & (table["ceiling_method"] == "exact")
+        if exact.any() and np.isfinite(table.loc[exact, "value"]).all():
+            # The exact ceiling is measured on the same images: resample it with them.
+            _, low, high = pct_of_exact_ceiling_ci(predicted, noiseless, trials.mean(axis=1),
+                                                   n_boot=n_boot, seed=seed)
+            table.loc[exact, ["pct_ci_low", "pct_ci_high"]] = low, high
+        frames.append(table.assign(model=model))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["model"] + [c for c in out.columns if c != "model"]]
+
+
+def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
+    """Test-set predictions of ridge on each feature set of :func:`analysis.readouts.feature_sets`.
+
+    Each is fit on the training averages. The profile encoder's pooled read-out *is* the
+    ``ridge`` baseline. Beside them, RBF kernel ridge on the same pooled embedding
+    (``'…: pooled, kernel'``) asks whether the features hold image information that a
+    linear map misses.
+    """
+    from ..models.baselines import KernelRidgeEncoder, RidgeEncoder
+    from ..readouts import feature_sets, pooled_name
+
+    responses = run.dataset.train.average()
+    own = pooled_name(run.features.meta)
+    out = {}
+    for name, (train, test) in feature_sets(run, run.readout_features).items():
+        if name == own:
+            out[name] = prediction(run, "ridge")
+            out[f"{own}, kernel"] = KernelRidgeEncoder().fit(train, responses).predict(test)
+        else:
+            out[name] = RidgeEncoder().fit(train, responses).predict(test)
+    return out
+
+
+def readout_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`fidelity_table` of :func:`readout_predictions` (``model`` names the read-out)."""
+    return score_predictions(run, readout_predictions(run), n_boot=n_boot, seed=seed)
+
+
+_PER_IMAGE_METRICS: dict[str, Callable] = {"paper_r": paper_pearson, "paper_mse": paper_mse}
+
+
+def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
+                 metric: str = "encoding_score", *, n_perm: int = 10_000, n_boot: int = 2000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Is model A better than model B on the same test images? Paired tests, Holm-adjusted.
+
+    ``metric='encoding_score'`` (the default; the score the headline reports) resamples the
+    images jointly for both models (:func:`~analysis.evaluation.metrics.paired_encoding_test`):
+    the encoding score is a correlation across images, so it has no per-image value to
+    flip. The per-image metrics ``'paper_r'`` and ``'paper_mse'`` (against the target
+    average) use a sign-flip permutation test
+    (:func:`~analysis.evaluation.stats.paired_permutation_test`), leaving out images where
+    either value is undefined. ``p_holm`` adjusts the p-values over the pairs of the call
+    (Holm–Bonferroni), the family a page reports.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair: ``model_a``, ``model_b``, ``metric``, ``difference`` (A − B;
+        positive favours A for r and the encoding score, B for MSE), ``ci_low``, ``ci_high``
+        (percentile bootstrap over images), ``p_value`` (two-sided), ``p_holm``,
+        ``n_images``, ``method``.
+    """
+    if metric not in ("encoding_score", *_PER_IMAGE_METRICS):
+        raise ValueError(f"metric: expected 'encoding_score' or one of "
+                         f"{sorted(_PER_IMAGE_METRICS)} (per-image metrics), found '{metric}'")
+    average = run.target_average
+    per_image = {}
+    rows = []
+    for a, b in pairs:
+        if metric == "encoding_score":
+            result = paired_encoding_test(prediction(run, a), prediction(run, b), average,
+                                          n_boot=n_boot, seed=seed)
+        else:
+            for name in (a, b):
+                if name not in per_image:
+                    per_image[name] = _PER_IMAGE_METRICS[metric](prediction(run, name), average)
+            va, vb = per_image[a], per_image[b]
+            ok = np.isfinite(va) & np.isfinite(vb)
+            result = paired_permutation_test(va[ok], vb[ok], n_perm=n_perm, n_boot=n_boot,
+                                             seed=seed)
+        rows.append(dict(model_a=a, model_b=b, metric=metric, difference=result.difference,
+                         ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value,
+                         n_images=result.n_images, method=result.method))
+    table = pd.DataFrame(rows)
+    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", holm(table["p_value"]))
+    return table

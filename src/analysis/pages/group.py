@@ -1,0 +1,114 @@
+"""Group summaries: means over subjects with CIs, and the headline (table and CSV)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation.stats import t_interval
+
+
+#: The range each summarised quantity can take; CIs are clipped to it.
+RANGES: dict[str, tuple[float, float]] = {
+    "paper_r": (-1.0, 1.0), "encoding_score": (-1.0, 1.0), "paper_mse": (0.0, np.inf),
+    "top1": (0.0, 1.0), "top5": (0.0, 1.0), "auc": (0.0, 1.0),
+}
+
+
+def group_mean_table(values: pd.DataFrame, by: Sequence[str], value: str = "value",
+                     ci: float = 0.95, bounds: tuple[float, float] | None = None
+                     ) -> pd.DataFrame:
+    """Mean over subjects (or seeds) with a Student-t CI, per group of ``by``.
+
+    The t-interval (``scipy.stats.t.interval`` with ``n - 1`` degrees of freedom) treats
+    subjects as a random sample; with 2 subjects it is honest but very wide (± 12.7
+    standard errors), with 1 it is undefined (NaN). Bounds are clipped to the range the
+    quantity can take: ``bounds`` when given, else :data:`RANGES` of the group's
+    ``quantity`` or ``metric`` value when ``by`` has such a column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``by`` columns, ``mean``, ``ci_low``, ``ci_high``, ``n`` (finite values used).
+    """
+    rows = []
+    for key, part in values.groupby(list(by), sort=False):
+        mean, low, high = t_interval(part[value].to_numpy(), ci)
+        key = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        lo, hi = bounds or RANGES.get(key.get("quantity", key.get("metric")), (-np.inf, np.inf))
+        rows.append({**key, "mean": mean, "ci_low": np.clip(low, lo, hi),
+                     "ci_high": np.clip(high, lo, hi),
+                     "n": int(np.isfinite(part[value].to_numpy(dtype=float)).sum())})
+    return pd.DataFrame(rows)
+
+
+def preferred_ceiling(fidelity: pd.DataFrame) -> str:
+    """``'exact'`` when a fidelity table has exact-ceiling rows (simulated), else split-half."""
+    return "exact" if (fidelity["ceiling_method"] == "exact").any() else "split-half"
+
+
+def headline_values(fidelity: pd.DataFrame, identification: pd.DataFrame | None = None,
+                    plausibility: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-subject headline numbers in long format, from the saved group tables.
+
+    Quantities: ``encoding_pct_ceiling`` (encoding score as % of the exact ceiling when
+    the data are simulated, else of the split-half ceiling), ``encoding_score``,
+    ``paper_r``, ``paper_mse``, ``top1`` (identification, fraction) and ``auc``
+    (real-vs-generated, like with like: :func:`plausibility_table`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``subject``, ``model``, ``quantity``, ``value``.
+    """
+    scores = fidelity.drop_duplicates(["subject", "model", "metric"])  # same value per ceiling
+    encoding = fidelity[(fidelity["metric"] == "encoding_score")
+                        & (fidelity["ceiling_method"] == preferred_ceiling(fidelity))]
+    parts = [encoding.assign(quantity="encoding_pct_ceiling", value=encoding["pct_of_ceiling"])]
+    parts += [scores[scores["metric"] == m].assign(quantity=m)
+              for m in ("encoding_score", "paper_r", "paper_mse")]
+    if identification is not None:
+        parts.append(identification[identification["statistic"] == "top1"].assign(
+            quantity="top1"))
+    if plausibility is not None:
+        parts.append(plausibility.assign(quantity="auc", value=lambda d: d["auc"]))
+    return pd.concat([p[["subject", "model", "quantity", "value"]] for p in parts],
+                     ignore_index=True)
+
+
+#: The check of :data:`~analysis.evaluation.metric_validation.CHECKS` behind each headline
+#: quantity: a quantity is valid only where its check passed in every subject.
+HEADLINE_CHECKS = {"encoding_pct_ceiling": "encoding_score", "encoding_score": "encoding_score",
+                   "paper_r": "paper_r", "paper_mse": "paper_mse", "top1": "top1",
+                   "auc": "auc_residual"}
+
+
+def headline_csv(values: pd.DataFrame, verdicts: pd.DataFrame, ci: float = 0.95
+                 ) -> pd.DataFrame:
+    """The machine-readable headline: ``results/<dataset>/headline.csv``.
+
+    Parameters
+    ----------
+    values : pandas.DataFrame
+        :func:`headline_values` (``subject``, ``model``, ``quantity``, ``value``).
+    verdicts : pandas.DataFrame
+        :func:`~analysis.calibration.dataset_verdicts` (``check``, ``valid``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model or reference, metric): ``model``, ``metric``, ``value`` (mean
+        over subjects), ``ci_low`` / ``ci_high`` (Student-t across subjects, clipped to the
+        metric's range), ``n_subjects`` and ``valid`` (the metric's check ranked the
+        references as it claims in every subject; False when it was never validated).
+    """
+    means = group_mean_table(values, ["model", "quantity"], ci=ci)
+    passed = dict(zip(verdicts["check"], verdicts["valid"].astype(bool)))
+    return pd.DataFrame({
+        "model": means["model"], "metric": means["quantity"], "value": means["mean"],
+        "ci_low": means["ci_low"], "ci_high": means["ci_high"],
+        "n_subjects": values.groupby(["model", "quantity"], sort=False)["subject"].nunique()
+        .loc[list(zip(means["model"], means["quantity"]))].to_numpy(),
+        "valid": [passed.get(HEADLINE_CHECKS.get(q, q), False) for q in means["quantity"]]})
