@@ -486,3 +486,19 @@ def test_own_vs_other_is_calibrated_on_the_references(runs):
     assert verdict.loc[0, "tier1"] == index["ridge_noise"]
     assert verdict.loc[0, "tier0"] == min(index["oracle"], index["real_half"])
     assert verdict.loc[0, "tier2"] == max(index["mean_noise"], index["shuffled"])
+
+
+def test_real_signals_match_the_repetitions_of_a_generator_trained_on_averages():
+    from types import SimpleNamespace
+
+    from analysis.pages.decoding import _real_like_generated
+
+    target = np.arange(3 * 5 * 1 * 2, dtype=float).reshape(3, 5, 1, 2)
+    config = SimpleNamespace(targets="average")
+    fake = SimpleNamespace(target=target, model=lambda m: SimpleNamespace(train_config=config),
+                           dataset=SimpleNamespace(train=SimpleNamespace(n_reps=2)))
+    real, label = _real_like_generated(fake, "cross_attention")
+    assert real.shape == (3, 2, 1, 2) and label == "real 2-repetition averages"
+    np.testing.assert_allclose(real[:, 1], target[:, 2:4].mean(axis=1))  # groups of 2, 5th left out
+    config.targets = "trials"
+    assert _real_like_generated(fake, "cross_attention")[0] is target

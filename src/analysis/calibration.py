@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluation import decoding
 from .evaluation.metric_validation import (CHECKS, CHECKS_BY_NAME, Check, Context, score_checks,
                                            verdicts)
 from .names import MODELS, REFERENCES, TIERS, kind
@@ -43,9 +42,9 @@ def calibration_scores(run: SubjectRun, names: Sequence[str] = REFERENCES + MODE
         Columns ``generator``, ``kind`` (reference / generator / baseline), ``check``,
         ``value``, ``better``, ``n_signals``, ``n_target_reps``.
     """
-    mask = decoding.select_features_by_reliability(run.dataset.train.signals, quantile=0.8,
-                                                   seed=0)
-    context = Context(run.dataset.times, run.dataset.sfreq, mask)
+    from .pages.decoding import identification_mask
+
+    context = Context(run.dataset.times, run.dataset.sfreq, identification_mask(run))
     signals = {name: run.signals(name) for name in available(run, names)}
     scores = score_checks(signals, run.target, context)
     return scores.assign(kind=[kind(g) for g in scores["generator"]],

@@ -181,10 +181,27 @@ def transfer_table(run: SubjectRun, attribute: str = "curved", model: str = "cro
 
 
 def _real_like_generated(run: SubjectRun, model: str) -> tuple[np.ndarray, str]:
-    """Real test signals comparable with one generated sample: trials or averages."""
-    if run.model(model).train_config.targets == "average":
-        return run.target_average, "real test averages"
-    return run.target, "real test trials"
+    """Real test signals comparable with one generated sample, with equal repetition counts.
+
+    A generator trained on single trials makes trial-like samples: the target trials. One
+    trained on averages of the ``r`` training repetitions makes samples like an ``r``-average:
+    the target repetitions averaged in groups of ``r`` (``n_target // r`` groups per image),
+    not over all of them, which would be far less noisy.
+
+    Returns
+    -------
+    signals : ndarray, shape (n_images, n_groups, n_channels, n_times)
+    label : str
+    """
+    if run.model(model).train_config.targets != "average":
+        return run.target, "real test trials"
+    reps = run.dataset.train.n_reps
+    n_groups = run.target.shape[1] // reps
+    if n_groups == 0:  # fewer target repetitions than one training average holds
+        return run.target.mean(axis=1, keepdims=True), f"real {run.target.shape[1]}-averages"
+    grouped = run.target[:, :n_groups * reps].reshape(run.target.shape[0], n_groups, reps,
+                                                      *run.target.shape[2:])
+    return grouped.mean(axis=2), f"real {reps}-repetition averages"
 
 
 def spectra(run: SubjectRun, models: Sequence[str] = ("cross_attention",)
@@ -197,7 +214,8 @@ def spectra(run: SubjectRun, models: Sequence[str] = ("cross_attention",)
         Hz.
     psds : dict of str to ndarray, shape (n_freqs,)
         Mean PSD (units²/Hz) of the real signals comparable with single samples (trials,
-        or averages for a generator trained on averages) and of each model's samples.
+        or averages of as many repetitions as the generator's training targets,
+        :func:`_real_like_generated`) and of each model's samples.
     """
     real, label = _real_like_generated(run, models[0])
     freqs, psd = decoding.power_spectra(real, run.dataset.sfreq)
