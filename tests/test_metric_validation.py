@@ -116,3 +116,12 @@ def test_scores_table_has_one_value_per_generator_and_check(scored):
     assert not scored.duplicated(["generator", "check"]).any()
     assert isinstance(scored, pd.DataFrame) and set(scored["better"]) == {"higher", "lower",
                                                                          "chance"}
+
+
+def test_reference_table_lists_every_reference_with_its_rank():
+    from analysis.calibration import reference_table
+
+    table = reference_table()
+    assert list(table.index) == ["oracle", "real_half", "ridge_noise", "mean_noise", "shuffled"]
+    assert table["a valid check ranks it"].tolist() == ["best", "best", "middle", "worst", "worst"]
+    assert CHECKS_BY_NAME["auc_residual"].arrow == "→ 0.5" and CHECKS_BY_NAME["top1"].arrow == "↑"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .evaluation.metric_validation import (CHECKS, CHECKS_BY_NAME, Check, Context, score_checks,
                                            verdicts)
-from .names import MODELS, REFERENCES, TIERS, kind
+from .names import DESCRIPTIONS, MODELS, REFERENCES, TIERS, kind
 
 if TYPE_CHECKING:
     from .experiment import SubjectRun
@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 def available(run: SubjectRun, names: Sequence[str]) -> list[str]:
     """``names`` without ``oracle`` when the data are real (it needs the simulator)."""
     return [n for n in names if n != "oracle" or run.dataset.noiseless is not None]
+
+
+def reference_table() -> pd.DataFrame:
+    """The reference generators: what each is and where a valid check ranks it."""
+    rank = {0: "best", 1: "middle", 2: "worst"}
+    return pd.DataFrame({"what it is": [DESCRIPTIONS[r] for r in REFERENCES],
+                         "a valid check ranks it": [rank[TIERS[r]] for r in REFERENCES]},
+                        index=list(REFERENCES))
 
 
 def calibration_scores(run: SubjectRun, names: Sequence[str] = REFERENCES + MODELS
@@ -126,9 +134,9 @@ def dataset_verdicts(verdict_table: pd.DataFrame) -> pd.DataFrame:
 def verdict_display(dataset_table: pd.DataFrame) -> pd.DataFrame:
     """:func:`dataset_verdicts` for reading: one row per check (its label and direction),
     ``valid``, ``passes`` (e.g. ``'3 / 3'`` subjects) and the reasons it fails."""
-    arrows = {"higher": "↑", "lower": "↓", "chance": "→ 0.5"}
     return pd.DataFrame({
-        "check": [f"{r.label} {arrows[r.better]}" for r in dataset_table.itertuples()],
+        "check": [f"{r.label} {CHECKS_BY_NAME[r.check].arrow}"
+                  for r in dataset_table.itertuples()],
         "valid": dataset_table["valid"].map({True: "yes", False: "no"}).to_numpy(),
         "passes": [f"{r.n_pass} / {r.n_subjects}" for r in dataset_table.itertuples()],
         "why it fails": dataset_table["reason"].to_numpy()}).set_index("check").rename_axis(
@@ -140,9 +148,7 @@ def calibration_display(scores: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     means = scores.groupby(["check", "generator"], sort=False)["value"].mean().unstack()
     order = [g for g in REFERENCES + MODELS if g in means.columns]
     table = means.loc[[c.name for c in CHECKS if c.name in means.index], order]
-    table.index = [CHECKS_BY_NAME[c].label + {"higher": " ↑", "lower": " ↓",
-                                              "chance": " → 0.5"}[CHECKS_BY_NAME[c].better]
-                   for c in table.index]
+    table.index = [f"{CHECKS_BY_NAME[c].label} {CHECKS_BY_NAME[c].arrow}" for c in table.index]
     return table.round(digits).rename_axis(index=None, columns=None)
 
 

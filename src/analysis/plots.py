@@ -288,9 +288,8 @@ def plot_calibration(scores: pd.DataFrame, verdicts: pd.DataFrame | None = None)
             ax.plot(np.full(len(values), i), values, "o", color=colour, ms=3, alpha=0.8)
             if np.isfinite(values).any():
                 ax.plot([i - 0.3, i + 0.3], [np.nanmean(values)] * 2, color=colour, lw=2)
-        arrow = {"higher": "↑", "lower": "↓", "chance": "→ 0.5"}[check.better]
         mark = "" if check.name not in valid else (" ✓" if valid[check.name] else " ✗")
-        ax.set_title(f"{check.label} {arrow}{mark}", fontsize="small")
+        ax.set_title(f"{check.label} {check.arrow}{mark}", fontsize="small")
         if check.better == "chance":
             ax.axhline(0.5, color="k", ls="--", lw=0.8)
         ax.set_xticks(x, names, rotation=90, fontsize="x-small")

@@ -62,6 +62,11 @@ class Check:
     compute: Callable[[np.ndarray, np.ndarray, Context], float] = field(repr=False)
     what: str = ""
 
+    @property
+    def arrow(self) -> str:
+        """The direction for a reader: ``'↑'``, ``'↓'`` or ``'→ 0.5'``."""
+        return {"higher": "↑", "lower": "↓", "chance": "→ 0.5"}[self.better]
+
     def goodness(self, value: float) -> float:
         """``value`` mapped so that larger is always better."""
         if self.better == "higher":
@@ -122,7 +127,7 @@ def _rsa(signals, target, context) -> float:
 
 
 def _auc_unmatched(signals, target, context) -> float:
-    # The book's former check: 20-repetition averages vs the mean of n samples, raw signal.
+    # The book's former check: target averages vs the mean of n signals, raw signal.
     return decoding.real_vs_generated_auc(target.mean(axis=1), _mean(signals),
                                           seed=context.seed, n_permutations=0).auc
 
