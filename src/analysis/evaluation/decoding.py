@@ -703,6 +703,12 @@ def real_vs_generated_auc(real, generated, cv: int = 5, seed: int = 0, *,
                      null=np.asarray(null), n_real=len(r), n_generated=len(g))
 
 
+def residual_k(n_samples: int, n_reps: int) -> int:
+    """Repetitions per average in :func:`residual_auc`: as many as the generator has
+    samples, at most half the real repetitions (the other half anchors the residuals)."""
+    return min(int(n_samples), int(n_reps) // 2)
+
+
 def residual_auc(real_trials, generated, k: int | None = None, cv: int = 5, seed: int = 0, *,
                  features: str = "log_power", n_permutations: int = 0, n_jobs: int = 1
                  ) -> AUCResult:
@@ -726,7 +732,7 @@ def residual_auc(real_trials, generated, k: int | None = None, cv: int = 5, seed
         Real repetitions of each image (the scoring target, none of which the generator saw).
     generated : ndarray, shape (n_images, n_samples, n_channels, n_times)
     k : int, optional
-        Repetitions (and samples) per average; default ``min(n_samples, n_reps // 2)``.
+        Repetitions (and samples) per average; default :func:`residual_k`.
     cv, seed, features, n_permutations, n_jobs
         As in :func:`real_vs_generated_auc`.
 
@@ -743,9 +749,10 @@ def residual_auc(real_trials, generated, k: int | None = None, cv: int = 5, seed
         raise _error("generated", f"shape ({real.shape[0]}, n_samples, {real.shape[2]}, "
                      f"{real.shape[3]}) (the images, channels and times of real_trials)",
                      f"shape {gen.shape}")
-    k = min(gen.shape[1], real.shape[1] // 2) if k is None else int(k)
-    if not 1 <= k <= min(gen.shape[1], real.shape[1] // 2):
-        raise _error("k", f"an integer in [1, {min(gen.shape[1], real.shape[1] // 2)}] "
+    largest = residual_k(gen.shape[1], real.shape[1])
+    k = largest if k is None else int(k)
+    if not 1 <= k <= largest:
+        raise _error("k", f"an integer in [1, {largest}] "
                      "(at most the samples per image and half the repetitions)", repr(k))
     anchor = real[:, k:2 * k].mean(axis=1)
     images = np.arange(len(real))

@@ -107,11 +107,10 @@ def _window_maps(signals, target, context):
 
 def _map_r(signals, target, context) -> float:
     real, gen = _window_maps(signals, target, context)  # (n_windows, n_images, n_channels)
-    real = real - real.mean(axis=1, keepdims=True)
-    gen = gen - gen.mean(axis=1, keepdims=True)
-    if np.abs(gen).max() <= 1e-9 * max(np.abs(_mean(signals)).max(), 1e-30):
-        return np.nan  # one response for every image: no image-specific map
-    return float(mean_ignoring_nan(pearson_r(real, gen, axis=-1)))
+    # One response for every image has no image-specific map: zeros, so r is NaN.
+    r = pearson_r(topography.image_specific_maps(real, axis=1),
+                  topography.image_specific_maps(gen, axis=1), axis=-1)
+    return float(mean_ignoring_nan(r))
 
 
 def _rsa(signals, target, context) -> float:

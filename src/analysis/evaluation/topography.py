@@ -234,6 +234,27 @@ def spatial_correlation_timecourse(real, generated) -> np.ndarray:
 # --------------------------------------------------------------------------- inter-subject
 
 
+def image_specific_maps(maps, axis: int = -2) -> np.ndarray:
+    """Maps minus their mean over images (``axis``): how each image's map differs from the
+    evoked map every image shares.
+
+    One map for every image (a train-mean predictor) leaves only rounding noise; that is
+    returned as exact zeros, so a correlation with it is undefined (NaN), not a correlation
+    of noise.
+
+    Parameters
+    ----------
+    maps : ndarray, e.g. (n_images, n_channels) or (n_windows, n_images, n_channels)
+    axis : int
+        The image axis.
+    """
+    maps = np.asarray(maps, dtype=float)
+    specific = maps - maps.mean(axis=axis, keepdims=True)
+    if np.abs(specific).max() <= 1e-9 * max(np.abs(maps).max(), 1e-300):
+        return np.zeros_like(specific)
+    return specific
+
+
 def _subject_vectors(maps_by_subject: Mapping[str, np.ndarray], name: str,
                      window: int | None, image_specific: bool = False
                      ) -> tuple[list, np.ndarray]:
@@ -251,9 +272,7 @@ def _subject_vectors(maps_by_subject: Mapping[str, np.ndarray], name: str,
     vectors = []
     for s, arr in zip(subjects, arrays):
         if image_specific:  # (n_windows, n_images, n_channels), shared response removed
-            maps = arr - arr.mean(axis=1, keepdims=True)
-            if np.abs(maps).max() <= 1e-9 * max(np.abs(arr).max(), 1e-300):
-                maps = np.zeros_like(maps)  # rounding noise of one map for every image
+            maps = image_specific_maps(arr, axis=1)
         else:
             maps = _image_average(arr, f"{name}[{s!r}]")  # (n_windows, n_channels)
         if window is not None:

@@ -114,7 +114,7 @@ def plausibility_table(run: SubjectRun, models: Sequence[str] | None = None, *,
                                        n_permutations=0 if kind(model) == "reference"
                                        else n_permutations)
         _, low, high = np.clip(t_interval(result.fold_aucs), 0.0, 1.0)
-        k = min(signals.shape[1], run.target.shape[1] // 2)
+        k = decoding.residual_k(signals.shape[1], run.target.shape[1])
         rows.append(dict(model=model, auc=result.auc, ci_low=low, ci_high=high,
                          p_value=result.p_value, n_images=result.n_real, k=k,
                          comparison=f"{k}-averages minus {k} other real repetitions"))

@@ -68,9 +68,8 @@ def topography_table(run: SubjectRun, models: Sequence[str] | None = None, *, wi
                 low, high = fisher_z_interval(value, boot.distribution, ci)
             rows.append(dict(model=model, window=label, start=start, stop=stop,
                              measure="erp_map", value=value, ci_low=low, ci_high=high))
-            specific = (real_w - real_w.mean(axis=0), gen_w - gen_w.mean(axis=0))
-            if np.abs(specific[1]).max() <= 1e-9 * np.abs(gen_w).max():
-                specific = (specific[0], np.zeros_like(gen_w))  # rounding noise only: none
+            specific = (topo.image_specific_maps(real_w, axis=0),
+                        topo.image_specific_maps(gen_w, axis=0))
             for measure, (a, b) in (("per_image", (real_w, gen_w)), ("image_specific", specific)):
                 per_image = pearson_r(a, b, axis=-1)
                 value, low, high = mean_ignoring_nan(per_image), np.nan, np.nan
