@@ -88,6 +88,22 @@ def test_oracle_draws_new_trials_with_the_recorded_noise(subject):
     np.testing.assert_array_equal(oracle_trials(subject, n=2, seed=3), oracle_trials(subject, n=2, seed=3))
 
 
+def test_the_oracle_draws_the_true_trial_process_for_any_simulated_image(subject):
+    """Its average converges to the saved expectation (test images, in the loader's order),
+    and it accepts new attribute rows: two identical rows give the same mean response."""
+    from analysis.data.simulated import image_attributes
+
+    many = oracle_trials(subject, n=200, seed=5)
+    truth = subject.noiseless["test"]
+    error = ((many.mean(axis=1) - truth) ** 2).mean() / (many - truth[:, None]).var()
+    assert error == pytest.approx(1 / 200, rel=0.3)  # only the 1/n of the noise is left
+    rows = image_attributes(subject, "test").iloc[[3, 3]]
+    new = oracle_trials(subject, n=200, seed=6, attributes=rows)
+    assert new.shape == (2, 200) + truth.shape[1:]
+    for mean in new.mean(axis=1):
+        assert np.corrcoef(mean.ravel(), truth[3].ravel())[0, 1] > 0.9
+
+
 def test_a_fidelity_check_ranks_the_references(subject):
     """Encoding score of 4-signal averages against the held-out half's average:
     oracle ≈ real_half (both are real-like), both far above the image-blind mean_noise."""

@@ -116,7 +116,8 @@ def test_repetitions_average_toward_the_noiseless_mean(stimuli_tables, eeg_info)
 
 
 def test_noise_is_calibrated_to_the_requested_snr(stimuli_tables, eeg_info):
-    config = tiny_config(trial_snr=0.2, subject_variability=0.0)  # noise_scale = 1
+    # Trial noise only: jitter and gain (see the trial-effect tests) are signal variability.
+    config = tiny_config(trial_snr=0.2, subject_variability=0.0, effects=sim.ResponseEffects.none())
     out = simulate(config, 1, stimuli_tables, eeg_info)
     noiseless = np.concatenate([out["train_noiseless"], out["test_noiseless"]])
     specific = noiseless - noiseless.mean(axis=0)
@@ -146,18 +147,22 @@ def _changed_regions(base: pd.DataFrame, **change) -> set[str]:
     changed = base.copy()
     for column, value in change.items():
         changed[column] = value
-    delta = np.abs(sim.source_waveforms(changed, times, codes)
-                   - sim.source_waveforms(base, times, codes)).max(axis=(0, 2))
+    # The default tuning (hemifield-dependent shape code, shape × hue) without latency jitter,
+    # which would let contrast and clutter smear every region's mean (tested below).
+    effects = sim.ResponseEffects(latency_sd_s=0.0, late_latency_sd_s=0.0)
+    delta = np.abs(sim.source_waveforms(changed, times, codes, effects=effects)
+                   - sim.source_waveforms(base, times, codes, effects=effects)).max(axis=(0, 2))
     return set(REGION_NAMES[delta > 1e-9])
 
 
 @pytest.mark.parametrize("change, regions", [
     ({"contrast": 0.3}, {"early_visual", "ventral_occipital"}),  # colour signal scales with contrast
-    ({"x": 0.15}, {"early_visual"}),
+    ({"x": 0.15}, {"early_visual", "lateral_occipital"}),  # the shape code depends on the field
+    ({"y": 0.15}, {"early_visual"}),
     ({"hue": "blue"}, {"ventral_occipital"}),
     ({"texture": "striped"}, {"ventral_occipital"}),
-    ({"shape": "square", "curved": False},
-     {"lateral_occipital", "ventral_temporal", "parietal"}),
+    ({"shape": "square", "curved": False},  # ventral occipital: the shape × hue interaction
+     {"ventral_occipital", "lateral_occipital", "ventral_temporal", "parietal"}),
     ({"clutter": 0.9}, {"lateral_occipital", "parietal"}),
 ])
 def test_attribute_changes_move_the_response_only_in_their_regions(change, regions):
@@ -168,7 +173,7 @@ def test_attribute_changes_move_the_response_only_in_their_regions(change, regio
 
 
 def test_a_region_change_reaches_the_sensors_through_its_lead_field(stimuli_tables, eeg_info):
-    config = tiny_config()
+    config = tiny_config(effects=sim.ResponseEffects(position_tuning=0.0))
     subject = sim.make_subject(config, 1, eeg_info)
     codes = sim.AttributeCodes.draw(0)
     train, _ = stimuli_tables
@@ -191,6 +196,113 @@ def test_subjects_differ_by_the_configured_amount(stimuli_tables, eeg_info):
         similarity[variability] = corr(s1, s2)
     assert similarity[0.0] == pytest.approx(1.0, abs=1e-6)  # identical heads and sources
     assert 1.0 > similarity[0.5] > similarity[2.0]
+
+
+# ------------------------------------------------------------------ trial-level effects
+
+
+def _one_image(**change) -> pd.DataFrame:
+    row = {"shape": "circle", "curved": True, "hue": "red", "texture": "solid", "size": 0.3,
+           "x": 0.0, "y": 0.0, "spatial_frequency": 6.0, "contrast": 0.8, "clutter": 0.1,
+           "rotation": 0.0}
+    row.update(change)
+    return pd.DataFrame([row])
+
+
+def _peaks(waveforms: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Peak time (s) and signed peak value of single-component waveforms (n, n_times)."""
+    index = np.abs(waveforms).argmax(axis=1)
+    return times[index], waveforms[np.arange(len(waveforms)), index]
+
+
+@pytest.mark.parametrize("contrast, clutter", [(1.0, 0.0), (0.25, 0.8)])
+def test_single_trials_carry_the_configured_jitter_and_gain(contrast, clutter):
+    """Peak latencies and amplitudes of noise-free single trials (1 kHz, one component per
+    region) have the configured spreads, larger for a low-contrast, cluttered image."""
+    effects = sim.ResponseEffects()
+    times = np.arange(-0.1, 0.8, 0.001)
+    image = _one_image(contrast=contrast, clutter=clutter)
+    rows = image.iloc[np.zeros(4000, int)]
+    draws = sim.TrialDraws.draw(np.random.default_rng(0), rows, effects)
+    trials = sim.source_waveforms(rows, times, sim.AttributeCodes.draw(0), effects=effects,
+                                  trials=draws)
+    scale = 1 + effects.contrast_jitter * (1 - contrast) + effects.clutter_jitter * clutter
+    parietal = list(REGION_NAMES).index("parietal")
+    lateral = list(REGION_NAMES).index("lateral_occipital")
+    late_t, late_peak = _peaks(trials[:, parietal], times)
+    early_t, _ = _peaks(trials[:, lateral], times)
+    assert late_t.std() == pytest.approx(effects.late_latency_sd_s * scale, rel=0.06)
+    assert early_t.std() == pytest.approx(effects.latency_sd_s * scale, rel=0.1)
+    # Every component of a trial moves together: the early shift is one number per trial.
+    np.testing.assert_allclose(early_t - early_t.mean(), draws.latency_s[:, 0]
+                               - draws.latency_s[:, 0].mean(), atol=0.0011)
+    assert np.log(np.abs(late_peak)).std() == pytest.approx(effects.gain_sd, rel=0.06)
+    assert draws.gain.mean() == pytest.approx(1.0, abs=0.02)
+
+
+def test_the_noiseless_mean_is_the_expectation_of_the_trials():
+    """The closed-form expectation (Gaussian components widened by the jitter) equals the
+    Monte-Carlo mean of many trials, and is smeared (lower, wider) relative to one trial."""
+    effects = sim.ResponseEffects()
+    times = tiny_config().times
+    codes = sim.AttributeCodes.draw(0)
+    image = _one_image(contrast=0.4, clutter=0.6)
+    rows = image.iloc[np.zeros(20000, int)]
+    draws = sim.TrialDraws.draw(np.random.default_rng(1), rows, effects)
+    trials = sim.source_waveforms(rows, times, codes, effects=effects, trials=draws)
+    expected = sim.source_waveforms(image, times, codes, effects=effects)[0]
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(trials.mean(axis=0), expected, atol=0.02 * scale)
+    unjittered = sim.source_waveforms(image, times, codes,
+                                      effects=sim.ResponseEffects(latency_sd_s=0.0,
+                                                                  late_latency_sd_s=0.0))[0]
+    parietal = list(REGION_NAMES).index("parietal")
+    assert np.abs(expected[parietal]).max() < 0.9 * np.abs(unjittered[parietal]).max()
+
+
+def test_the_shape_code_depends_on_the_hemifield_and_colour_interacts_with_shape():
+    times = tiny_config().times
+    codes = sim.AttributeCodes.draw(0)
+    lateral = list(REGION_NAMES).index("lateral_occipital")
+    ventral = list(REGION_NAMES).index("ventral_occipital")
+    still = sim.ResponseEffects(latency_sd_s=0.0, late_latency_sd_s=0.0)
+
+    def amplitude(region, effects, **attrs):
+        wave = sim.source_waveforms(_one_image(**attrs), times, codes, effects=effects)[0, region]
+        return wave[np.abs(wave).argmax()]
+
+    # Left- vs right-field difference between two shapes: zero without position tuning.
+    def field_dependence(effects):
+        diff = {x: amplitude(lateral, effects, x=x, shape="star")
+                - amplitude(lateral, effects, x=x, shape="cross") for x in (-0.15, 0.15)}
+        return abs(diff[0.15] - diff[-0.15])
+    assert field_dependence(still) > 0.05
+    assert field_dependence(sim.ResponseEffects(latency_sd_s=0.0, late_latency_sd_s=0.0,
+                                                position_tuning=0.0)) < 1e-9
+
+    # Interaction contrast of a 2 × 2 shape × hue design: zero for additive codes.
+    def interaction(effects):
+        a = {(s, h): amplitude(ventral, effects, shape=s, hue=h, texture="solid")
+             for s in ("star", "cross") for h in ("red", "blue")}
+        return abs(a["star", "red"] - a["star", "blue"] - a["cross", "red"] + a["cross", "blue"])
+    assert interaction(still) > 0.05
+    assert interaction(sim.ResponseEffects(latency_sd_s=0.0, late_latency_sd_s=0.0,
+                                           shape_hue=0.0)) < 1e-9
+
+
+def test_without_effects_the_simulator_is_mean_plus_noise(stimuli_tables, eeg_info):
+    """ResponseEffects.none(): the trials minus their noiseless mean are the noise process
+    alone (the same for every image), as in versions before trial effects."""
+    config = tiny_config(effects=sim.ResponseEffects.none())
+    out = simulate(config, 1, stimuli_tables, eeg_info)
+    assert (out["test_truth"]["latency_s"] == 0).all() and (out["test_truth"]["gain"] == 1).all()
+    with_effects = simulate(tiny_config(), 1, stimuli_tables, eeg_info)
+    # Same noise stream either way: the difference of the two datasets is signal only.
+    difference = (with_effects["test"] - with_effects["test_noiseless"][:, None]) - (
+        out["test"] - out["test_noiseless"][:, None])
+    assert np.abs(difference).max() > 0  # jitter and gain change the trials…
+    noise = out["test"] - out["test_noiseless"][:, None]
+    assert np.abs(difference).std() < noise.std()  # …by less than the noise
 
 
 # ------------------------------------------------------------------ files on disk
@@ -219,6 +331,26 @@ def test_load_simulated_adds_noiseless_means_and_settings(eeg_root):
     check_average_matches_truth(dataset.test.signals, dataset.noiseless["test"], 0.05)
     attributes = pd.read_csv(dataset.meta["image_attributes"])
     assert list(attributes.query("split == 'test'")["image_id"]) == dataset.test.image_ids
+    assert sim.config_from_meta(dataset.meta).effects == sim.ResponseEffects()
+
+
+def test_every_trials_jitter_and_gain_are_saved(eeg_root):
+    truth = sim.load_trial_truth(eeg_root, 1, "test")
+    assert truth["latency_s"].shape == (10, 32, 2) and truth["gain"].shape == (10, 32)
+    attributes = pd.read_csv(eeg_root / "image_set" / "image_attributes.csv").query("split == 'test'")
+    expected_sd = sim.ResponseEffects().latency_sd(attributes)
+    np.testing.assert_allclose(truth["latency_sd_s"], expected_sd)
+    # The drawn shifts have the recorded spread (pooled over images, in units of each sd).
+    z = truth["latency_s"] / truth["latency_sd_s"][:, None]
+    assert z.std() == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(FileNotFoundError, match="trial_truth"):
+        sim.load_trial_truth(eeg_root, 9)
+
+
+def test_manifests_from_before_trial_effects_load_as_none(eeg_root):
+    meta = {"simulation": {**json.loads((eeg_root / "simulation.json").read_text())["config"]}}
+    meta["simulation"].pop("effects")
+    assert sim.config_from_meta(meta).effects == sim.ResponseEffects.none()
 
 
 def test_rerun_resumes_without_rewriting_and_adds_subjects(eeg_root):

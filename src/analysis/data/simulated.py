@@ -12,13 +12,19 @@ How one subject's data arise
    dipole moments into sensor signals with :func:`mne.make_forward_dipole`.
 3. **Subjects** differ by dipole position / orientation, per-region latency and gain, and
    noise level, all scaled by one ``subject_variability`` factor (0 = identical subjects).
-4. **Trial noise** that looks like EEG: background brain activity (many random dipoles
+4. **Single trials** are not the mean plus noise: each trial's components arrive with a
+   latency jitter (larger for low-contrast and cluttered images, and larger for the late
+   P300-like component) and a trial gain (see :class:`ResponseEffects`), so averages are
+   smeared and single trials are non-Gaussian, as in real ERP data. The saved "noiseless"
+   means are the exact expectation over that variability (:func:`source_waveforms`).
+5. **Trial noise** that looks like EEG: background brain activity (many random dipoles
    with 1/f spectra, spatially correlated through the same forward model), occipital
    alpha bursts with random phase, and white sensor noise, scaled to a target
    single-trial signal-to-noise ratio of the image-specific response.
-5. **Files.** Everything is written in the THINGS-EEG2 (or THINGS-MEG) file format and
+6. **Files.** Everything is written in the THINGS-EEG2 (or THINGS-MEG) file format and
    read back by the real loaders, plus the noiseless mean responses so the true ceiling
-   on any fidelity metric is known exactly.
+   on any fidelity metric is known exactly, and every trial's jitter and gain
+   (``simulation/sub-XX/trial_truth_*.npz``).
 
 Everything is deterministic given the seed.
 """
@@ -52,7 +58,8 @@ THINGS_EEG2_CHANNELS = ("Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P
                         "PO7", "PO3", "POz", "PO4", "PO8", "P6", "P2")
 
 # Stream ids for independent random streams derived from one seed (see _rng).
-_STIMULI, _CODES, _GEOMETRY, _NOISE_SOURCES, _TRAIN_NOISE, _TEST_NOISE, _ORACLE_NOISE = range(7)
+(_STIMULI, _CODES, _GEOMETRY, _NOISE_SOURCES, _TRAIN_NOISE, _TEST_NOISE, _ORACLE_NOISE,
+ _TRAIN_JITTER, _TEST_JITTER) = range(9)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,74 @@ REGIONS = (
 
 
 @dataclass(frozen=True)
+class ResponseEffects:
+    """Trial-level variability and non-additive tuning of the simulated responses.
+
+    For image *i* and trial *r*, with ``s_i = 1 + contrast_jitter · (1 − contrast_i)
+    + clutter_jitter · clutter_i`` (the image's jitter scale):
+
+    - every early component (≤ 200 ms) is shifted by ``δ_early ~ N(0, (latency_sd_s · s_i)²)``,
+      the late P300-like component by ``δ_late ~ N(0, (late_latency_sd_s · s_i)²)``;
+    - all components of the trial are scaled by ``g = exp(gain_sd · z − gain_sd² / 2)``,
+      ``z ~ N(0, 1)`` (so ``E[g] = 1``);
+    - the lateral-occipital shape code depends on the hemifield: ``c_shape(s) + position_tuning
+      · tanh(x / 0.05) · c_field(s)``, so a left- and a right-field image of one shape evoke
+      different codes (where an object is matters beyond a pooled summary);
+    - the ventral-occipital colour component is ``c_hue(h) · (1 + shape_hue · c_shape(s))``, a
+      shape × hue interaction no sum of shape and hue terms can express.
+
+    :meth:`none` switches everything off (the simulator of earlier versions: trials = mean +
+    noise, additive codes).
+    """
+
+    latency_sd_s: float = 0.012
+    late_latency_sd_s: float = 0.045
+    gain_sd: float = 0.35
+    contrast_jitter: float = 1.5
+    clutter_jitter: float = 1.0
+    position_tuning: float = 0.6
+    shape_hue: float = 1.0
+
+    @classmethod
+    def none(cls) -> "ResponseEffects":
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    def jitter_scale(self, attributes: pd.DataFrame) -> np.ndarray:
+        """``s_i`` per image, shape (n_images,)."""
+        return (1.0 + self.contrast_jitter * (1.0 - attributes["contrast"].to_numpy())
+                + self.clutter_jitter * attributes["clutter"].to_numpy())
+
+    def latency_sd(self, attributes: pd.DataFrame) -> np.ndarray:
+        """Jitter standard deviation (s) of the early and late components, shape (n_images, 2)."""
+        scale = self.jitter_scale(attributes)[:, None]
+        return scale * np.array([self.latency_sd_s, self.late_latency_sd_s])
+
+
+@dataclass(frozen=True)
+class TrialDraws:
+    """The trial-level truth of ``n`` trials (one row of the attribute table each).
+
+    Attributes
+    ----------
+    latency_s : ndarray, shape (n, 2)
+        Latency shifts (s) of the early and the late components.
+    gain : ndarray, shape (n,)
+        Trial gain (mean 1 over trials).
+    """
+
+    latency_s: np.ndarray
+    gain: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, attributes: pd.DataFrame,
+             effects: "ResponseEffects") -> "TrialDraws":
+        sd = effects.latency_sd(attributes)
+        z = rng.standard_normal(len(attributes))
+        return cls(latency_s=sd * rng.standard_normal(sd.shape),
+                   gain=np.exp(effects.gain_sd * z - effects.gain_sd ** 2 / 2))
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     """Everything that determines the dataset's content (hashed into its identity).
 
@@ -94,6 +169,7 @@ class SimulationConfig:
     subject_variability: float = 1.0
     trial_snr: float = 0.05
     dipole_moment_nAm: float = 20.0
+    effects: ResponseEffects = ResponseEffects()
 
     def identity(self) -> str:
         """Hash of the content-defining settings, excluding the number of subjects.
@@ -285,26 +361,40 @@ class AttributeCodes:
     shape: dict[str, np.ndarray]
     hue: dict[str, np.ndarray]
     texture: dict[str, np.ndarray]
+    #: The hemifield-dependent part of the lateral-occipital shape code (ResponseEffects).
+    shape_field: dict[str, np.ndarray]
 
     @classmethod
     def draw(cls, seed: int) -> "AttributeCodes":
         rng = _rng(seed, _CODES)
-        return cls(
-            shape={s: rng.normal(0, 0.6, 2) for s in stimuli.SHAPES},
-            hue={h: rng.normal(0, 0.6, 2) for h in stimuli.HUES},
-            texture={t: rng.normal(0, 0.5, 2) for t in stimuli.TEXTURES},
-        )
+        # Drawn in this order so that codes of earlier versions stay the same.
+        shape = {s: rng.normal(0, 0.6, 2) for s in stimuli.SHAPES}
+        hue = {h: rng.normal(0, 0.6, 2) for h in stimuli.HUES}
+        texture = {t: rng.normal(0, 0.5, 2) for t in stimuli.TEXTURES}
+        return cls(shape=shape, hue=hue, texture=texture,
+                   shape_field={s: rng.normal(0, 0.6, 2) for s in stimuli.SHAPES})
 
 
-def _bump(times: np.ndarray, latency: np.ndarray, width: float) -> np.ndarray:
-    """Gaussian component peaking at ``latency`` (per image), shape (n_images, n_times)."""
-    return np.exp(-0.5 * ((times[None, :] - latency[:, None]) / width) ** 2)
+def _bump(times: np.ndarray, latency: np.ndarray, width: float,
+          jitter_sd: np.ndarray | float = 0.0) -> np.ndarray:
+    """Gaussian component peaking at ``latency`` (per row), shape (n_rows, n_times).
+
+    With ``jitter_sd`` > 0 it is the expectation over a latency jitter ``δ ~ N(0, jitter_sd²)``:
+    a Gaussian convolved with a Gaussian, ``w / √(w² + σ²) · exp(−(t − L)² / 2(w² + σ²))``.
+    """
+    spread = np.sqrt(width ** 2 + np.broadcast_to(jitter_sd, np.shape(latency)) ** 2)[:, None]
+    return width / spread * np.exp(-0.5 * ((times[None, :] - latency[:, None]) / spread) ** 2)
 
 
 def source_waveforms(attributes: pd.DataFrame, times: np.ndarray, codes: AttributeCodes,
                      latency_shift_s: np.ndarray | None = None,
-                     gain: np.ndarray | None = None) -> np.ndarray:
-    """Noiseless dipole moments of every region for every image, in units of the nominal moment.
+                     gain: np.ndarray | None = None, effects: ResponseEffects | None = None,
+                     trials: TrialDraws | None = None) -> np.ndarray:
+    """Dipole moments of every region, in units of the nominal moment.
+
+    With ``trials=None`` the expected (noiseless mean) response of every image over the
+    trial variability of ``effects``; with ``trials`` the single trials they describe (one
+    row of ``attributes`` per trial). ``effects=None`` means :meth:`ResponseEffects.none`.
 
     Which attribute drives which region (the simulation's ground truth):
 
@@ -318,6 +408,10 @@ def source_waveforms(attributes: pd.DataFrame, times: np.ndarray, codes: Attribu
     - parietal: P300-like component at ~350 ms, larger for curved shapes and larger
       stimuli, smaller with clutter.
 
+    ``effects`` adds the hemifield-dependent shape code (lateral occipital), the shape × hue
+    interaction (ventral occipital) and the trial jitter / gain (every region), see
+    :class:`ResponseEffects`.
+
     Returns
     -------
     ndarray, shape (n_images, n_regions, n_times)
@@ -325,8 +419,23 @@ def source_waveforms(attributes: pd.DataFrame, times: np.ndarray, codes: Attribu
     n_img, n_t = len(attributes), len(times)
     shift = np.zeros(len(REGIONS)) if latency_shift_s is None else latency_shift_s
     gain = np.ones(len(REGIONS)) if gain is None else gain
+    effects = ResponseEffects.none() if effects is None else effects
     a = {c: attributes[c].to_numpy() for c in attributes.columns}
     curved = a["curved"].astype(float)
+    if trials is None:  # the expectation: no shift, the jitter widens every component
+        delta, sd = np.zeros((n_img, 2)), effects.latency_sd(attributes)
+        trial_gain = np.ones(n_img)
+    else:
+        if trials.latency_s.shape != (n_img, 2) or trials.gain.shape != (n_img,):
+            raise ValueError(f"trials: expected latency_s ({n_img}, 2) and gain ({n_img},), "
+                             f"found {trials.latency_s.shape} and {trials.gain.shape}")
+        delta, sd, trial_gain = trials.latency_s, np.zeros((n_img, 2)), trials.gain
+    early, late = (delta[:, 0], sd[:, 0]), (delta[:, 1], sd[:, 1])
+
+    def bump(latency, width, component=early):
+        jitter, jitter_sd = component
+        return _bump(times, np.broadcast_to(latency, (n_img,)) + jitter, width, jitter_sd)
+
     out = np.zeros((n_img, len(REGIONS), n_t))
     for i, region in enumerate(REGIONS):
         side = {"left": 0, "right": 1}.get(region.hemisphere, 0)
@@ -336,35 +445,88 @@ def source_waveforms(attributes: pd.DataFrame, times: np.ndarray, codes: Attribu
             amp = a["contrast"] * (0.5 + 2.0 * a["size"]) * contralateral
             latency = 0.095 + 0.03 * (1 - a["contrast"]) + 0.002 * (a["spatial_frequency"] - 7)
             c1_sign = 1.0 - 4.0 * a["y"]  # upper field (y > 0) weakens / flips the first peak
-            out[:, i] = (amp * c1_sign)[:, None] * _bump(times, latency + lat, 0.018)
-            out[:, i] -= (0.7 * amp)[:, None] * _bump(times, latency + 0.055 + lat, 0.025)
+            out[:, i] = (amp * c1_sign)[:, None] * bump(latency + lat, 0.018)
+            out[:, i] -= (0.7 * amp)[:, None] * bump(latency + 0.055 + lat, 0.025)
         elif region.name == "ventral_occipital":
             hue = np.array([codes.hue[h][side] for h in a["hue"]])
             tex = np.array([codes.texture[t][side] for t in a["texture"]])
-            out[:, i] = (hue * a["contrast"])[:, None] * _bump(times, np.full(n_img, 0.14 + lat), 0.025)
-            out[:, i] += tex[:, None] * _bump(times, np.full(n_img, 0.13 + lat), 0.02)
+            shape = np.array([codes.shape[s][side] for s in a["shape"]])
+            colour = hue * (1.0 + effects.shape_hue * shape)  # the shape × hue interaction
+            out[:, i] = (colour * a["contrast"])[:, None] * bump(0.14 + lat, 0.025)
+            out[:, i] += tex[:, None] * bump(0.13 + lat, 0.02)
         elif region.name == "lateral_occipital":
             shape = np.array([codes.shape[s][side] for s in a["shape"]])
+            field = np.array([codes.shape_field[s][side] for s in a["shape"]])
+            shape = shape + effects.position_tuning * np.tanh(a["x"] / 0.05) * field
             amp = -(0.8 + shape) * (1 - 0.5 * a["clutter"])
-            out[:, i] = amp[:, None] * _bump(times, 0.17 + 0.02 * a["clutter"] + lat, 0.03)
+            out[:, i] = amp[:, None] * bump(0.17 + 0.02 * a["clutter"] + lat, 0.03)
         elif region.name == "ventral_temporal":
             shape = np.array([codes.shape[s][1 - side] for s in a["shape"]])
             amp = -(0.5 + 0.8 * curved + 0.5 * shape)
-            out[:, i] = amp[:, None] * _bump(times, np.full(n_img, 0.18 + lat), 0.03)
+            out[:, i] = amp[:, None] * bump(0.18 + lat, 0.03)
         elif region.name == "parietal":
             amp = 0.6 + 0.8 * curved + 1.5 * (a["size"] - 0.28) - 0.6 * a["clutter"]
-            out[:, i] = amp[:, None] * _bump(times, np.full(n_img, 0.35 + lat), 0.08)
-        out[:, i] *= gain[i]
+            out[:, i] = amp[:, None] * bump(0.35 + lat, 0.08, late)
+        out[:, i] *= gain[i] * trial_gain[:, None]
     return out
 
 
 def noiseless_responses(attributes: pd.DataFrame, subject: SubjectModel, config: SimulationConfig,
-                        codes: AttributeCodes) -> np.ndarray:
-    """Sensor-level mean responses, shape (n_images, n_channels, n_times), in µV or fT."""
+                        codes: AttributeCodes, trials: TrialDraws | None = None) -> np.ndarray:
+    """Sensor-level responses, shape (n_rows, n_channels, n_times), in µV or fT.
+
+    ``trials=None``: each image's mean response (the expectation over trial jitter and
+    gain); else the noise-free single trials of ``trials`` (one attribute row per trial).
+    """
     moments = source_waveforms(attributes, config.times, codes, subject.latency_shift_s,
-                               subject.gain) * config.dipole_moment_nAm * 1e-9  # A·m
+                               subject.gain, config.effects, trials)
+    moments = moments * config.dipole_moment_nAm * 1e-9  # A·m
     sensors = np.einsum("cr,irt->ict", subject.lead_field, moments)
     return (sensors * _unit_scale(config.modality)).astype(np.float32)
+
+
+def draw_trials(attributes: pd.DataFrame, n_reps: int, subject: SubjectModel,
+                config: SimulationConfig, codes: AttributeCodes, noise_std: float,
+                noise_rng: np.random.Generator, jitter_rng: np.random.Generator,
+                progress: bool = False, desc: str = "trials") -> tuple[np.ndarray, dict]:
+    """``n_reps`` single trials of every image from the simulator's trial process.
+
+    Each trial: its own latency jitter and gain (:class:`ResponseEffects`) through the
+    subject's forward model, plus EEG-like noise (:func:`trial_noise`) times ``noise_std``.
+
+    Returns
+    -------
+    trials : ndarray, float32, shape (n_images, n_reps, n_channels, n_times)
+    truth : dict
+        ``latency_s`` (n_images, n_reps, 2) early / late shifts in s, ``gain`` (n_images,
+        n_reps), ``latency_sd_s`` (n_images, 2) the jitter sd each image was drawn with.
+    """
+    n_img = len(attributes)
+    n_ch, n_t = subject.lead_field.shape[0], len(config.times)
+    trials = np.empty((n_img, n_reps, n_ch, n_t), np.float32)
+    latency = np.zeros((n_img, n_reps, 2))
+    gain = np.ones((n_img, n_reps))
+    jittered = config.effects != ResponseEffects.none()
+    mean = None if jittered else noiseless_responses(attributes, subject, config, codes)
+    chunk = max(1, 4096 // n_reps)
+    for start in tqdm(range(0, n_img, chunk), disable=not progress, leave=False, desc=desc):
+        stop = min(start + chunk, n_img)
+        noise = trial_noise(noise_rng, (stop - start) * n_reps, subject, config.sfreq,
+                            config.times)
+        noise = noise.reshape(stop - start, n_reps, n_ch, n_t) * noise_std
+        if jittered:
+            rows = attributes.iloc[np.repeat(np.arange(start, stop), n_reps)]
+            draws = TrialDraws.draw(jitter_rng, rows, config.effects)
+            signal = noiseless_responses(rows, subject, config, codes, draws)
+            signal = signal.reshape(stop - start, n_reps, n_ch, n_t)
+            latency[start:stop] = draws.latency_s.reshape(stop - start, n_reps, 2)
+            gain[start:stop] = draws.gain.reshape(stop - start, n_reps)
+        else:  # the same draws as versions without trial effects
+            signal = mean[start:stop, None]
+        trials[start:stop] = signal + noise
+    truth = {"latency_s": latency, "gain": gain,
+             "latency_sd_s": config.effects.latency_sd(attributes)}
+    return trials, truth
 
 
 def _unit_scale(modality: str) -> float:
@@ -427,8 +589,9 @@ def simulate_subject(config: SimulationConfig, subject: int, train_attrs: pd.Dat
 
     Returns
     -------
-    dict with ``train``/``test`` float32 (n_images, n_reps, n_channels, n_times) and
-    ``train_noiseless``/``test_noiseless`` (n_images, n_channels, n_times).
+    dict with ``train``/``test`` float32 (n_images, n_reps, n_channels, n_times),
+    ``train_noiseless``/``test_noiseless`` (n_images, n_channels, n_times) and
+    ``train_truth``/``test_truth`` (every trial's jitter and gain, see :func:`draw_trials`).
     """
     model = make_subject(config, subject, info)
     size = config.size
@@ -440,22 +603,14 @@ def simulate_subject(config: SimulationConfig, subject: int, train_attrs: pd.Dat
     noise_std *= model.noise_scale
     reps = {"train": size.n_train_reps if config.modality == "eeg" else 1,
             "test": size.n_test_reps}
-    streams = {"train": _TRAIN_NOISE, "test": _TEST_NOISE}
-    for name in ("train", "test"):
-        mean = noiseless[name]
-        n_img, n_ch, n_t = mean.shape
-        trials = np.empty((n_img, reps[name], n_ch, n_t), np.float32)
-        rng = _rng(config.seed, streams[name], subject)
-        chunk = max(1, 4096 // reps[name])
-        for start in tqdm(range(0, n_img, chunk), disable=not progress, leave=False,
-                          desc=f"sub-{subject:02d} {name} trials"):
-            stop = min(start + chunk, n_img)
-            noise = trial_noise(rng, (stop - start) * reps[name], model, config.sfreq,
-                                config.times)
-            noise = noise.reshape(stop - start, reps[name], n_ch, n_t) * noise_std
-            trials[start:stop] = mean[start:stop, None] + noise
-        out[name] = trials
-        out[f"{name}_noiseless"] = mean
+    streams = {"train": (_TRAIN_NOISE, _TRAIN_JITTER), "test": (_TEST_NOISE, _TEST_JITTER)}
+    for name, attrs in (("train", train_attrs), ("test", test_attrs)):
+        noise_stream, jitter_stream = streams[name]
+        out[name], out[f"{name}_truth"] = draw_trials(
+            attrs, reps[name], model, config, codes, noise_std,
+            _rng(config.seed, noise_stream, subject), _rng(config.seed, jitter_stream, subject),
+            progress, desc=f"sub-{subject:02d} {name} trials")
+        out[f"{name}_noiseless"] = noiseless[name]
     return out
 
 
@@ -540,6 +695,9 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
         # A subject missing from the manifest was interrupted: its partial files are redone.
         _save_npy(noiseless_dir / "noiseless_training.npy", data["train_noiseless"], overwrite=True)
         _save_npy(noiseless_dir / "noiseless_test.npy", data["test_noiseless"], overwrite=True)
+        for name, file in (("train", "trial_truth_training.npz"), ("test", "trial_truth_test.npz")):
+            truth = data[f"{name}_truth"]
+            atomic_write(noiseless_dir / file, lambda fh: np.savez(fh, **truth), overwrite=True)
         if config.modality == "eeg":
             write_things_eeg2(root, subject, train_signals=data["train"],
                               test_signals=data["test"], ch_names=info["ch_names"],
@@ -664,16 +822,32 @@ def config_from_meta(meta: dict) -> SimulationConfig:
         raise ValueError(f"meta: expected a 'simulation' entry (simulated data), found keys "
                          f"{sorted(meta)}")
     settings = dict(meta["simulation"])
-    return SimulationConfig(size=SimulationSize(**settings.pop("size")), **settings)
+    # Datasets simulated before trial effects existed had none.
+    effects = settings.pop("effects", None)
+    effects = ResponseEffects(**effects) if effects is not None else ResponseEffects.none()
+    return SimulationConfig(size=SimulationSize(**settings.pop("size")), effects=effects,
+                            **settings)
 
 
-def oracle_trials(dataset: EpochedDataset, n: int, seed: int = 0, split: str = "test") -> np.ndarray:
+def image_attributes(dataset: EpochedDataset, split: str = "test") -> pd.DataFrame:
+    """The attribute rows of a loaded simulated subject's images, in the loader's order."""
+    if "image_attributes" not in dataset.meta:
+        raise ValueError(f"dataset: expected simulated data with an 'image_attributes' table, "
+                         f"found '{dataset.meta.get('dataset')}'")
+    table = pd.read_csv(dataset.meta["image_attributes"])
+    table = table[table["split"] == split].set_index("image_id")
+    ids = getattr(dataset, split).image_ids
+    return table.loc[ids].reset_index()
+
+
+def oracle_trials(dataset: EpochedDataset, n: int, seed: int = 0, split: str = "test",
+                  attributes: pd.DataFrame | None = None) -> np.ndarray:
     """New trials of every image, drawn from the simulator's own process: the perfect generator.
 
-    The saved noiseless means plus trial noise made exactly as :func:`simulate_subject` makes
-    it (the subject's forward model, 1/f background and alpha, sensor noise, the subject's
-    noise level), from a random stream of its own so the draws are new trials, not the
-    recorded ones.
+    Every trial gets its own latency jitter and gain and new trial noise, made exactly as
+    :func:`simulate_subject` makes them (the subject's forward model, 1/f background and
+    alpha, sensor noise, the subject's noise level), from random streams of their own so the
+    draws are new trials, not the recorded ones.
 
     Parameters
     ----------
@@ -682,9 +856,12 @@ def oracle_trials(dataset: EpochedDataset, n: int, seed: int = 0, split: str = "
     n : int
         Trials per image.
     seed : int
-        Seeds the new noise.
+        Seeds the new jitter and noise.
     split : str
-        ``'test'`` or ``'train'``.
+        ``'test'`` or ``'train'``: whose images (ignored when ``attributes`` is given).
+    attributes : DataFrame, optional
+        Any simulated images' attribute rows (columns of
+        :func:`analysis.data.images.sample_attributes`), e.g. new exemplars.
 
     Returns
     -------
@@ -694,13 +871,30 @@ def oracle_trials(dataset: EpochedDataset, n: int, seed: int = 0, split: str = "
         raise ValueError(f"dataset: the oracle needs simulated data with noiseless means; "
                          f"'{dataset.meta.get('dataset')}' has none")
     config = config_from_meta(dataset.meta)
-    subject = make_subject(config, int(dataset.meta["subject"]), make_info(config.modality,
-                                                                           config.sfreq))
+    subject_id = int(dataset.meta["subject"])
+    subject = make_subject(config, subject_id, make_info(config.modality, config.sfreq))
     noiseless = dataset.noiseless
+    # The subject's noise level, calibrated as simulate_subject did on all its images.
     noise_std = noise_std_for_snr(np.concatenate([noiseless["train"], noiseless["test"]]),
                                   config.trial_snr) * subject.noise_scale
-    mean = noiseless[split]
-    rng = _rng(config.seed, _ORACLE_NOISE, int(dataset.meta["subject"]), seed)
-    noise = trial_noise(rng, len(mean) * n, subject, config.sfreq, config.times)
-    noise = noise.reshape(len(mean), n, *mean.shape[1:]) * noise_std
-    return (mean[:, None] + noise).astype(np.float32)
+    if attributes is None:
+        attributes = image_attributes(dataset, split)
+    trials, _ = draw_trials(attributes, n, subject, config, AttributeCodes.draw(config.seed),
+                            noise_std, _rng(config.seed, _ORACLE_NOISE, subject_id, seed),
+                            _rng(config.seed, _ORACLE_NOISE, subject_id, seed, 1))
+    return trials
+
+
+def load_trial_truth(root: str | Path, subject: int, split: str = "test") -> dict[str, np.ndarray]:
+    """Every simulated trial's latency jitter and gain (see :func:`draw_trials`).
+
+    Rows are in ``image_attributes.csv`` order and repetitions in simulation order (the
+    THINGS-EEG2 loader keeps both; THINGS-MEG epochs are shuffled on writing).
+    """
+    file = Path(root) / "simulation" / f"sub-{subject:02d}" / (
+        "trial_truth_training.npz" if split == "train" else "trial_truth_test.npz")
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: simulated before trial effects existed, "
+                                "or not a simulated dataset")
+    with np.load(file) as data:
+        return {k: data[k] for k in data.files}
