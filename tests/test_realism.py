@@ -130,16 +130,20 @@ def test_nearest_distances_by_hand():
     np.testing.assert_allclose(R.nearest_distances(queries, reference, chunk=2), [1.0, 1.0, 5.0])
 
 
-def test_memorisation_sees_copies_of_training_trials():
+def test_memorisation_sees_copies_of_training_trials_but_not_a_wrong_spread():
     rng = np.random.default_rng(6)
-    training = gaussian(4, rng, n_img=200)
-    real = gaussian(6, rng)
-    new = R.memorisation_test(real, gaussian(6, rng), training)
-    assert new["value"] == pytest.approx(1.0, abs=0.03) and new["p"] > 0.01
+    means = rng.standard_normal((N_IMG, N_CH, N_T))
+    training = gaussian(4, rng, n_img=200, means=rng.standard_normal((200, N_CH, N_T)))
+    real = gaussian(6, rng, means=means)
+    new = R.memorisation_test(real, gaussian(6, rng, means=means), training)
+    assert new["value"] == pytest.approx(1.0, abs=0.05) and new["p"] > 0.01
+    # Half the spread: both distances shrink alike, so it is not taken for memorisation.
+    narrow = R.memorisation_test(real, gaussian(6, rng, sd=0.5, means=means), training)
+    assert narrow["value"] == pytest.approx(1.0, abs=0.1)
     flat = training.reshape(-1, N_CH, N_T)
     copies = flat[rng.choice(len(flat), N_IMG * 6)].reshape(N_IMG, 6, N_CH, N_T)
-    out = R.memorisation_test(real, copies, training, max_reference=len(flat))
-    assert out["value"] == 0.0 and out["p"] < 1e-6
+    out = R.memorisation_test(real, copies, training)
+    assert out["value"] == pytest.approx(0.0, abs=1e-6) and out["p"] < 1e-6
     with pytest.raises(ValueError, match="training"):
         R.memorisation_test(real, copies, training[..., :10])
 

@@ -502,3 +502,47 @@ def test_real_signals_match_the_repetitions_of_a_generator_trained_on_averages()
     np.testing.assert_allclose(real[:, 1], target[:, 2:4].mean(axis=1))  # groups of 2, 5th left out
     config.targets = "trials"
     assert _real_like_generated(fake, "cross_attention")[0] is target
+
+
+def test_realism_scores_every_generator_and_its_probes_fail_what_they_exist_to_fail(runs):
+    from analysis.evaluation import realism
+
+    scores = summaries.group_results(runs, "realism")  # computed through the saved table
+    assert set(scores["subject"]) == {1, 2}
+    one = scores[scores["subject"] == 1]
+    expected = summaries.realism_generators(runs[1]) + list(summaries.PROBES)
+    assert list(dict.fromkeys(one["generator"])) == expected
+    assert "ridge" not in expected and "oracle" in expected  # no distribution; simulated data
+    battery = set(realism.TESTS) | set(realism.ATTRIBUTE_EFFECTS)
+    assert battery <= set(one.loc[one["generator"] == "oracle", "test"])
+    probes = one[one["kind"] == "probe"]
+    assert set(probes["test"]) == {"spread", "memorisation"}
+    copies = probes[(probes["generator"] == "copies") & (probes["test"] == "memorisation")]
+    assert copies["value"].iloc[0] == pytest.approx(0.0, abs=1e-6)  # its signals are training trials
+    collapsed = probes[(probes["generator"] == "collapsed") & (probes["test"] == "spread")]
+    assert collapsed["value"].iloc[0] < -1.5  # a tenth of the SD: log(0.1) ≈ −2.3
+    assert ((one["n_signals"] == runs[1].n_signals) & (one["n_real"] == runs[1].target.shape[1])).all()
+
+    validity = summaries.realism_validity(scores)
+    assert set(validity["subject"]) == {1, 2} and validity["valid"].dtype == bool
+    memo = validity[(validity["test"] == "memorisation") & (validity["subject"] == 1)].iloc[0]
+    assert "copies" in memo["failed_by"]
+    dataset = summaries.realism_dataset_validity(validity)
+    assert dict(zip(dataset["test"], dataset["valid"])) == \
+        validity.groupby("test")["valid"].all().to_dict()
+    display = summaries.realism_display(one)
+    assert display.columns[0] == "real / null" and "oracle" in display.columns
+    assert display["copies"].str.contains("✗").any()
+    assert "tests are evidence here" in summaries.realism_findings(one, validity[validity.subject == 1])
+    group = summaries.realism_group_table(scores)
+    assert "copies" not in group.columns and group.columns[0] == "real / null"
+    assert "Evidence in every subject" in summaries.realism_group_findings(scores, dataset)
+    values, verdicts = summaries.realism_headline(scores, dataset)
+    assert values["quantity"].str.startswith("realism_").all()
+    assert set(verdicts["check"]) == {"realism_" + t for t in dataset["test"]}
+    rows = summaries.headline_csv(values, verdicts)
+    assert set(rows["model"]) == set(summaries.realism_generators(runs[1]))
+    assert isinstance(plots.plot_realism_grid(scores), Figure)
+    by_image = summaries.variability_by_image(runs[1], ["oracle", "cross_attention"])
+    assert len(by_image) == 2 * runs[1].dataset.test.n_images
+    assert isinstance(plots.plot_variability_by_image(by_image), Figure)

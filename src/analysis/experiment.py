@@ -367,11 +367,14 @@ def ensure_dataset(dataset: str, root: str | Path | None, profile: str | Profile
     root = Path(workdir) / "data" / "simulated" / profile.name if root is None else Path(root)
     wanted = list(subjects or range(1, profile.simulation.n_subjects + 1))
     manifest = root / "simulation.json"
-    done = set(json.loads(manifest.read_text()).get("subjects", [])) if manifest.is_file() else set()
-    if not set(wanted) <= done:
+    config = SimulationConfig(size=profile.simulation)
+    saved = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    done = set(saved.get("subjects", []))
+    # A folder simulated by another version (e.g. before trial effects) is refused by
+    # simulate_dataset with a message naming it, rather than silently reused.
+    if not set(wanted) <= done or saved.get("identity", config.identity()) != config.identity():
         logger.info("simulating subjects %s of the built-in dataset into %s", wanted, root)
-        simulate_dataset(root, SimulationConfig(size=profile.simulation), subjects=wanted,
-                         progress=False)
+        simulate_dataset(root, config, subjects=wanted, progress=False)
     return root
 
 

@@ -296,3 +296,61 @@ def plot_calibration(scores: pd.DataFrame, verdicts: pd.DataFrame | None = None)
         ax.tick_params(axis="y", labelsize="x-small")
         sns.despine(ax=ax)
     return fig
+
+
+def plot_realism_grid(scores: pd.DataFrame) -> Figure:
+    """Tests (rows) × generators (columns): green where a generator passes a test (Holm-
+    adjusted p > .05), red where it is rejected, blank where it was not scored; each
+    cell shows the test's value. With several subjects, the colour is the fraction of
+    subjects passing and the value their mean.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :func:`~analysis.pages.realism.realism_scores` rows (optionally with ``subject``).
+    """
+    from .evaluation.realism import ALPHA
+
+    tested = scores[scores["p"].notna()].assign(
+        passing=lambda d: (d["p_holm"] > ALPHA).astype(float))
+    generators = list(dict.fromkeys(tested["generator"]))
+    tests = list(dict.fromkeys(tested["label"]))
+    share = tested.pivot_table(index="label", columns="generator", values="passing",
+                               aggfunc="mean").reindex(index=tests, columns=generators)
+    value = tested.pivot_table(index="label", columns="generator", values="value",
+                               aggfunc="mean").reindex(index=tests, columns=generators)
+    fig, ax = plt.subplots(figsize=(1.0 * len(generators) + 3.5, 0.38 * len(tests) + 1.4),
+                           layout="constrained")
+    sns.heatmap(share, ax=ax, cmap="RdYlGn", vmin=0, vmax=1, cbar_kws={"label": "passes"},
+                annot=value.map(lambda v: "" if not np.isfinite(v) else f"{v:.3g}").to_numpy(),
+                fmt="", annot_kws={"fontsize": "x-small"}, linewidths=0.5, linecolor="white")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(axis="both", labelsize="small")
+    return fig
+
+
+def plot_variability_by_image(table: pd.DataFrame) -> Figure:
+    """Per test image, the log trial variance of the generated signals against that of the
+    real ones (one panel per generator; the diagonal is "as variable as the recording").
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`~analysis.pages.realism.variability_by_image` rows.
+    """
+    generators = list(dict.fromkeys(table["generator"]))
+    fig, axes = plt.subplots(1, len(generators), figsize=(2.8 * len(generators), 2.9),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    low = min(table["real"].min(), table["generated"].min())
+    high = max(table["real"].max(), table["generated"].max())
+    for ax, name in zip(axes.flat, generators):
+        part = table[table["generator"] == name]
+        r = np.corrcoef(part["real"], part["generated"])[0, 1]
+        ax.plot(part["real"], part["generated"], ".", ms=3, alpha=0.6)
+        ax.plot([low, high], [low, high], "k--", lw=0.8)
+        ax.set_title(f"{name} (r = {r:.2f})", fontsize="small")
+        ax.set_xlabel("real: log trial variance", fontsize="small")
+        sns.despine(ax=ax)
+    axes[0, 0].set_ylabel("generated: log trial variance", fontsize="small")
+    return fig

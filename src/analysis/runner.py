@@ -36,9 +36,10 @@ from .files import atomic_write_text
 logger = logging.getLogger(__name__)
 
 SUBJECT_NOTEBOOKS = ("subject_01_overview", "subject_02_training", "subject_03_fidelity",
-                     "subject_04_topography", "subject_05_decoding")
-GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_summary", "group_ablation",
-                   "group_sampling", "group_topography", "group_reproducibility")
+                     "subject_04_topography", "subject_05_decoding", "subject_06_realism")
+GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_realism", "group_summary",
+                   "group_ablation", "group_sampling", "group_topography",
+                   "group_reproducibility")
 # Group pages that read the first subject only, mapped to the last of its pages they need:
 # they may start while the other subjects' pages are still executing.
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
@@ -47,7 +48,8 @@ FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
 # first), never to judge it.
 TYPICAL_SECONDS = {"subject_01_overview": 60, "subject_02_training": 175,
                    "subject_03_fidelity": 100, "subject_04_topography": 32,
-                   "subject_05_decoding": 90, "group_features": 11, "group_validation": 40,
+                   "subject_05_decoding": 90, "subject_06_realism": 100,
+                   "group_features": 11, "group_validation": 40, "group_realism": 10,
                    "group_summary": 12, "group_ablation": 12, "group_sampling": 460, "group_topography": 32,
                    "group_reproducibility": 12}
 # Honoured by torch (OpenMP) and the BLAS libraries when a kernel starts.

@@ -2,7 +2,7 @@
 
 The notebooks' one entry point: ``summaries.fidelity_table(run)`` and so on. The tables are
 defined in :mod:`analysis.pages`, one module per book page (``overview``, ``training``,
-``fidelity``, ``topography``, ``decoding``, ``sampling``, ``reproducibility``), with what
+``fidelity``, ``topography``, ``decoding``, ``realism``, ``sampling``, ``reproducibility``), with what
 pages share (``common``), group summaries (``group``), display formatting (``display``) and
 persistence (``results``) apart; statistical procedures live in :mod:`analysis.evaluation`.
 The notebooks stay thin: each table on a page is one call, computed live from the
@@ -44,6 +44,10 @@ from .pages.decoding import (identification_mask, identify, identification_table
 from .pages.topography import (topography_table, spatial_timecourses, rsa_timecourses, rsa_table,
                                InterSubjectTopography, inter_subject_topography,
                                own_vs_other_table)
+from .pages.realism import (PROBES, realism_generators, probe_signals, realism_scores,
+                            realism_validity, realism_dataset_validity, realism_display,
+                            realism_summary, realism_findings, variability_by_image,
+                            realism_headline, realism_group_table, realism_group_findings)
 from .pages.sampling import (sampling_sweep, chosen_setting, validation_choice, seed_table)
 from .pages.group import (RANGES, group_mean_table, preferred_ceiling, headline_values,
                           HEADLINE_CHECKS, headline_csv)
@@ -68,4 +72,7 @@ __all__ = [
     "paired_display", "headline_table", "RESULTS", "save_table", "save_dataset_table",
     "load_or_compute", "group_results", "environment_versions", "git_commit", "provenance_table",
     "MODELS", "PAIRS", "PER_IMAGE_MODELS", "REFERENCES", "format_ci",
+    "PROBES", "realism_generators", "probe_signals", "realism_scores", "realism_validity",
+    "realism_dataset_validity", "realism_display", "realism_summary", "realism_findings",
+    "variability_by_image", "realism_headline", "realism_group_table", "realism_group_findings",
 ]

@@ -10,6 +10,7 @@ import pandas as pd
 from ..calibration import calibration_scores
 from .decoding import identification_table, plausibility_table
 from .fidelity import fidelity_table, paired_tests, readout_table
+from .realism import realism_scores
 from .topography import topography_table
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ RESULTS: dict[str, Callable[[SubjectRun], pd.DataFrame]] = {
     "identification": identification_table,
     "plausibility": plausibility_table,
     "topography": topography_table,
+    "realism": realism_scores,
 }
 
 
