@@ -516,7 +516,8 @@ def test_realism_scores_every_generator_and_its_probes_fail_what_they_exist_to_f
     battery = set(realism.TESTS) | set(realism.ATTRIBUTE_EFFECTS)
     assert battery <= set(one.loc[one["generator"] == "oracle", "test"])
     probes = one[one["kind"] == "probe"]
-    assert set(probes["test"]) == {"spread", "memorisation"}
+    assert dict(zip(probes["generator"], probes["test"])) == {"collapsed": "spread",
+                                                              "copies": "memorisation"}
     copies = probes[(probes["generator"] == "copies") & (probes["test"] == "memorisation")]
     assert copies["value"].iloc[0] == pytest.approx(0.0, abs=1e-6)  # its signals are training trials
     collapsed = probes[(probes["generator"] == "collapsed") & (probes["test"] == "spread")]
@@ -546,3 +547,44 @@ def test_realism_scores_every_generator_and_its_probes_fail_what_they_exist_to_f
     by_image = summaries.variability_by_image(runs[1], ["oracle", "cross_attention"])
     assert len(by_image) == 2 * runs[1].dataset.test.n_images
     assert isinstance(plots.plot_variability_by_image(by_image), Figure)
+
+
+def test_realism_on_real_data_uses_real_half_and_skips_what_needs_the_simulator():
+    """A recording has no oracle and no attribute table: the battery runs on the rest, and a
+    test is evidence where real_half passes and something unlike the recording fails."""
+    from types import SimpleNamespace
+
+    from analysis.references import ResidualNoise
+
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((20, 3, 40))
+    target = means[:, None] + rng.standard_normal((20, 6, 3, 40))
+    train = rng.standard_normal((30, 2, 3, 40))
+    draws = {"real_half": means[:, None] + rng.standard_normal((20, 4, 3, 40))}
+    for name in ("ridge_noise", "mean_noise", "shuffled", "cross_attention", "concat", "none"):
+        draws[name] = rng.standard_normal((20, 4, 3, 40))  # image-blind noise
+    info = mne.create_info(["O1", "Oz", "O2"], 100.0, "eeg")
+    dataset = SimpleNamespace(noiseless=None, meta={"dataset": "things-eeg2"}, info=info,
+                              sfreq=100.0, times=np.arange(40) / 100.0,
+                              train=SimpleNamespace(signals=train),
+                              test=SimpleNamespace(n_images=20))
+    fake = SimpleNamespace(dataset=dataset, target=target, n_signals=4,
+                           signals=lambda name: draws[name],
+                           prediction=lambda name: np.zeros((20, 3, 40)),
+                           residual_noise=ResidualNoise().fit(train))
+    scores = summaries.realism_scores(fake)
+    assert "oracle" not in set(scores["generator"])
+    assert not scores["sees"].eq("attributes").any()
+    validity = summaries.realism_validity(scores).set_index("test")
+    assert validity.loc["energy", "valid"] and "mean_noise" in validity.loc["energy", "failed_by"]
+
+
+def test_realism_validity_by_hand():
+    scores = pd.DataFrame({
+        "subject": 1, "test": ["a", "a", "a", "b", "b", "b"],
+        "generator": ["real_half", "ridge_noise", "copies"] * 2, "p": 0.5,
+        # a: real_half passes, ridge_noise fails → valid; b: real_half fails → not valid
+        "p_holm": [0.6, 0.01, 0.7, 0.01, 0.01, 0.7]})
+    validity = summaries.realism_validity(scores).set_index("test")
+    assert validity.loc["a", "valid"] and validity.loc["a", "failed_by"] == "ridge_noise"
+    assert not validity.loc["b", "valid"] and not validity.loc["b", "real_like_pass"]

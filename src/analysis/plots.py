@@ -319,11 +319,12 @@ def plot_realism_grid(scores: pd.DataFrame) -> Figure:
                                aggfunc="mean").reindex(index=tests, columns=generators)
     value = tested.pivot_table(index="label", columns="generator", values="value",
                                aggfunc="mean").reindex(index=tests, columns=generators)
-    fig, ax = plt.subplots(figsize=(1.0 * len(generators) + 3.5, 0.38 * len(tests) + 1.4),
+    fig, ax = plt.subplots(figsize=(0.62 * len(generators) + 3.0, 0.3 * len(tests) + 1.2),
                            layout="constrained")
-    sns.heatmap(share, ax=ax, cmap="RdYlGn", vmin=0, vmax=1, cbar_kws={"label": "passes"},
-                annot=value.map(lambda v: "" if not np.isfinite(v) else f"{v:.3g}").to_numpy(),
-                fmt="", annot_kws={"fontsize": "x-small"}, linewidths=0.5, linecolor="white")
+    sns.heatmap(share, ax=ax, cmap="RdYlGn", vmin=0, vmax=1,
+                cbar_kws={"label": "passes (share of subjects)", "shrink": 0.6},
+                annot=value.map(lambda v: "" if not np.isfinite(v) else f"{v:.2g}").to_numpy(),
+                fmt="", annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white")
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.tick_params(axis="both", labelsize="small")
@@ -341,14 +342,16 @@ def plot_variability_by_image(table: pd.DataFrame) -> Figure:
     """
     generators = list(dict.fromkeys(table["generator"]))
     fig, axes = plt.subplots(1, len(generators), figsize=(2.8 * len(generators), 2.9),
-                             squeeze=False, sharex=True, sharey=True, layout="constrained")
-    low = min(table["real"].min(), table["generated"].min())
-    high = max(table["real"].max(), table["generated"].max())
+                             squeeze=False, layout="constrained")
     for ax, name in zip(axes.flat, generators):
         part = table[table["generator"] == name]
         r = np.corrcoef(part["real"], part["generated"])[0, 1]
+        # Each panel its own scale: a generator far too smooth would squash the others.
+        low = min(part["real"].min(), part["generated"].min())
+        high = max(part["real"].max(), part["generated"].max())
         ax.plot(part["real"], part["generated"], ".", ms=3, alpha=0.6)
         ax.plot([low, high], [low, high], "k--", lw=0.8)
+        ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(f"{name} (r = {r:.2f})", fontsize="small")
         ax.set_xlabel("real: log trial variance", fontsize="small")
         sns.despine(ax=ax)

@@ -48,19 +48,23 @@ ALPHA = 0.05
 
 @dataclass(frozen=True)
 class RealismTest:
-    """One test of the battery: what it is called, what it sees, how to read it."""
+    """One row of the battery: what it is called, what it sees, how to read it.
+
+    ``tested=False`` marks a descriptive row (a number shown beside the tests, no p-value).
+    """
 
     name: str
     label: str
     sees: str  # "conditional", "residual", "variability", "single trial", "memorisation", "attributes"
     what: str
+    tested: bool = True
 
 
 TESTS = {t.name: t for t in (
-    RealismTest("energy", "per-image energy test, rejection rate", "conditional",
+    RealismTest("energy", "energy test per image: reject rate", "conditional",
                 "fraction of images whose real and generated trials an energy-distance "
                 "permutation test tells apart at α = .05 (≈ .05 if real-like)"),
-    RealismTest("covariance", "residual spatial covariance, Riemannian distance", "residual",
+    RealismTest("covariance", "residual covariance: Riemann distance", "residual",
                 "distance between the channel covariances of trial-minus-image-mean residuals"),
     RealismTest("autocorrelation", "residual autocorrelation error", "residual",
                 "mean absolute difference of the residuals' autocorrelation functions"),
@@ -71,19 +75,26 @@ TESTS = {t.name: t for t in (
                 "bursts make real trials heavier-tailed than Gaussian noise"),
     RealismTest("snr", "single-trial SNR", "variability",
                 "image-specific signal variance over residual variance, per trial"),
-    RealismTest("reliability", "split-half reliability of averages", "variability",
+    RealismTest("reliability", "split-half reliability", "variability",
                 "correlation of two independent half-averages' image-specific parts"),
-    RealismTest("spread", "per-image trial spread, log ratio", "variability",
+    RealismTest("spread", "per-image spread: log SD ratio", "variability",
                 "mean log ratio of each image's residual SD, generated over real (0 if real-like, "
                 "very negative for a collapsed generator)"),
-    RealismTest("variability_range", "image dependence of trial variability", "variability",
+    RealismTest("variability_range", "image dependence of variability", "variability",
                 "SD over images of each image's log residual power: image-dependent jitter and "
                 "gain make it larger than sampling noise alone"),
-    RealismTest("classifier", "single-trial classifier AUC", "single trial",
+    RealismTest("classifier", "single-trial classifier: AUC", "single trial",
                 "tangent-space covariances + logistic regression, images as CV groups"),
-    RealismTest("memorisation", "nearest-training-trial distance ratio", "memorisation",
-                "median distance of generated signals to their nearest training trial over that "
-                "of real test trials (1 if real-like; copies of training trials give 0)"),
+    RealismTest("memorisation", "memorisation: distance ratio", "memorisation",
+                "distance to the nearest training trial over that to the nearest real trial of "
+                "another image, generated over real (1 if real-like; copies give 0)"),
+    RealismTest("variability_pattern", "variability pattern vs real (r)",
+                "variability", "correlation over images of generated and real log trial "
+                "variance", tested=False),
+    RealismTest("spectral_slope", "residual 1/f slope", "residual",
+                "slope of log power against log frequency, 2–40 Hz without alpha", tested=False),
+    RealismTest("alpha_peak_hz", "residual alpha peak (Hz)", "residual",
+                "frequency of the largest excess over the 1/f fit, 7–14 Hz", tested=False),
 )}
 
 
@@ -631,13 +642,13 @@ ATTRIBUTE_EFFECTS = {e.name: e for e in (
                     "lateralisation index (R − L) / (R + L) of RMS amplitude, left- minus "
                     "right-most third of the images (contralateral early visual cortex responds "
                     "more)"),
-    AttributeEffect("c1_ratio", "C1: upper / lower field amplitude", (0.06, 0.11),
+    AttributeEffect("c1_ratio", "C1: upper / lower field ratio", (0.06, 0.11),
                     "projection of the upper-third scalp map on the lower-third one (< 1: "
                     "the upper field weakens or flips the first peak)"),
-    AttributeEffect("curved_n170", "curved shapes: N170 enhancement", (0.15, 0.21),
+    AttributeEffect("curved_n170", "curved shapes: N170 gain", (0.15, 0.21),
                     "curved minus straight-edged images, projected on the grand average "
                     "(relative amplitude gain, > 0 in the simulator)"),
-    AttributeEffect("curved_p300", "curved shapes: P300 enhancement", (0.25, 0.5),
+    AttributeEffect("curved_p300", "curved shapes: P300 gain", (0.25, 0.5),
                     "the same in the P300 window"),
 )}
 
@@ -805,10 +816,7 @@ def battery(real, generated, sfreq: float, times, *, training=None, attributes=N
     for name, key in (("spectral_slope", "slope"), ("alpha_peak_hz", "alpha_peak_hz")):
         rows[name] = {"value": shape["generated"][key], "reference": shape["real"][key], "p": np.nan}
     labels = {**{n: (t.label, t.sees) for n, t in TESTS.items()},
-              **{n: (e.label, "attributes") for n, e in ATTRIBUTE_EFFECTS.items()},
-              "variability_pattern": ("trial variability follows the recording's (r)", "variability"),
-              "spectral_slope": ("residual 1/f slope", "residual"),
-              "alpha_peak_hz": ("residual alpha peak (Hz)", "residual")}
+              **{n: (e.label, "attributes") for n, e in ATTRIBUTE_EFFECTS.items()}}
     table = pd.DataFrame([{"test": name, "label": labels[name][0], "sees": labels[name][1],
                            **{c: row.get(c, np.nan) for c in
                               ("value", "reference", "ci_low", "ci_high", "p")}}

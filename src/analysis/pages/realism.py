@@ -17,14 +17,15 @@ from .common import ATTRIBUTES_KEY
 if TYPE_CHECKING:
     from ..experiment import SubjectRun
 
-#: Generators that only the realism page scores, to show that its diversity tests can fail:
-#: no reference collapses or copies training trials.
+#: Generators that only the realism page scores, to show that its diversity tests can fail
+#: (no reference collapses or copies training trials): what each is, and the one test it
+#: exists to fail, the only one it is scored on.
 PROBES = {
-    "collapsed": "ridge mean + a tenth of the residual noise (samples collapse onto the mean)",
-    "copies": "random training trials, whatever the image (a generator that memorised)",
+    "collapsed": ("ridge mean + a tenth of the residual noise (samples collapse onto the mean)",
+                  "spread"),
+    "copies": ("random training trials, whatever the image (a generator that memorised)",
+               "memorisation"),
 }
-#: The tests each probe is scored on (the ones it exists to fail).
-PROBE_TESTS = ("spread", "memorisation")
 
 
 def realism_generators(run: SubjectRun) -> list[str]:
@@ -51,7 +52,8 @@ def probe_signals(run: SubjectRun, name: str, n: int, seed: int = 0) -> np.ndarr
     if name == "copies":
         train = run.dataset.train.signals
         flat = train.reshape(-1, *train.shape[2:])
-        pick = rng.choice(len(flat), run.dataset.test.n_images * n, replace=False)
+        wanted = run.dataset.test.n_images * n
+        pick = rng.choice(len(flat), wanted, replace=wanted > len(flat))
         return flat[pick].reshape(run.dataset.test.n_images, n, *train.shape[2:])
     raise ValueError(f"probe: expected one of {sorted(PROBES)}, found '{name}'")
 
@@ -74,8 +76,7 @@ def realism_scores(run: SubjectRun, generators: Sequence[str] | None = None, *,
     image are compared with the target half of the real repetitions
     (:attr:`~analysis.experiment.SubjectRun.target`, which ``real_half`` never sees);
     memorisation is measured against the training trials, attribute effects need the
-    simulator's attribute table. The probes (:data:`PROBES`) are scored on
-    :data:`PROBE_TESTS` only.
+    simulator's attribute table. Each probe (:data:`PROBES`) is scored on its own test only.
 
     Returns
     -------
@@ -95,14 +96,12 @@ def realism_scores(run: SubjectRun, generators: Sequence[str] | None = None, *,
         kind = "reference" if name in REFERENCES else "generator"
         tables.append(table.assign(generator=name, kind=kind))
     n = run.n_signals
-    for name in PROBES:
+    for name, (_, test) in PROBES.items():
         signals = probe_signals(run, name, n, seed)
-        rows = {**{k: v for k, v in realism.variability_tests(real, signals, seed=seed).items()
-                   if k in PROBE_TESTS},
-                "memorisation": realism.memorisation_test(real, signals, train, seed=seed)}
+        row = (realism.memorisation_test(real, signals, train, seed=seed) if test == "memorisation"
+               else realism.variability_tests(real, signals, seed=seed)[test])
         tables.append(pd.DataFrame([{"test": test, "label": realism.TESTS[test].label,
-                                     "sees": realism.TESTS[test].sees, **row}
-                                    for test, row in rows.items()])
+                                     "sees": realism.TESTS[test].sees, **row}])
                       .assign(generator=name, kind="probe"))
     scores = realism.verdicts(pd.concat(tables, ignore_index=True))
     return scores.assign(n_signals=n, n_real=real.shape[1])
@@ -148,9 +147,18 @@ def realism_dataset_validity(validity: pd.DataFrame) -> pd.DataFrame:
                  valid_in=("valid", "sum")).reset_index())
 
 
-def realism_display(scores: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+def realism_display(scores: pd.DataFrame, kinds: Sequence[str] | None = None,
+                    digits: int = 3) -> pd.DataFrame:
     """Tests × generators: each value with ✓ (passes, Holm-adjusted) or ✗ (rejected);
-    descriptive rows without a mark; the recording's own value or the null in ``real``."""
+    descriptive rows without a mark; the recording's own value or the null in ``real / null``.
+
+    ``kinds`` keeps only those generators (``'reference'``, ``'generator'``, ``'probe'``),
+    so that a page can show the table in parts narrow enough to read.
+    """
+    if kinds is not None:
+        reference = scores.drop_duplicates("test").set_index("test")["reference"]
+        scores = scores[scores["kind"].isin(kinds)]
+        scores = scores.assign(reference=scores["test"].map(reference))
     order = list(dict.fromkeys(scores["generator"]))
 
     def cell(row) -> str:
