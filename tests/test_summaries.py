@@ -537,12 +537,16 @@ def test_realism_scores_every_generator_and_its_probes_fail_what_they_exist_to_f
     assert "tests are evidence here" in summaries.realism_findings(one, validity[validity.subject == 1])
     group = summaries.realism_group_table(scores)
     assert "copies" not in group.columns and group.columns[0] == "real / null"
+    refs = summaries.realism_group_table(scores, ["reference"])
+    assert "cross_attention" not in refs.columns and "oracle" in refs.columns
     assert "Evidence in every subject" in summaries.realism_group_findings(scores, dataset)
     values, verdicts = summaries.realism_headline(scores, dataset)
     assert values["quantity"].str.startswith("realism_").all()
     assert set(verdicts["check"]) == {"realism_" + t for t in dataset["test"]}
     rows = summaries.headline_csv(values, verdicts)
     assert set(rows["model"]) == set(summaries.realism_generators(runs[1]))
+    rates = rows[rows["metric"].isin(["realism_energy", "realism_classifier"])]
+    assert ((rates["ci_low"] >= 0) & (rates["ci_high"] <= 1)).all()  # fractions stay in [0, 1]
     assert isinstance(plots.plot_realism_grid(scores), Figure)
     by_image = summaries.variability_by_image(runs[1], ["oracle", "cross_attention"])
     assert len(by_image) == 2 * runs[1].dataset.test.n_images

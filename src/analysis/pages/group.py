@@ -14,6 +14,8 @@ from ..evaluation.stats import t_interval
 RANGES: dict[str, tuple[float, float]] = {
     "paper_r": (-1.0, 1.0), "encoding_score": (-1.0, 1.0), "paper_mse": (0.0, np.inf),
     "top1": (0.0, 1.0), "top5": (0.0, 1.0), "auc": (0.0, 1.0),
+    # headline.csv's realism rows that are fractions (analysis.pages.realism)
+    "realism_energy": (0.0, 1.0), "realism_classifier": (0.0, 1.0),
 }
 
 

@@ -252,14 +252,18 @@ def realism_headline(scores: pd.DataFrame, validity: pd.DataFrame) -> tuple[pd.D
     return values.reset_index(drop=True), verdicts
 
 
-def realism_group_table(scores: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+def realism_group_table(scores: pd.DataFrame, kinds: Sequence[str] = ("reference", "generator"),
+                        digits: int = 3) -> pd.DataFrame:
     """Tests × generators over subjects: ``'mean [low, high]'`` (Student-t across subjects)
-    beside the recording's mean value or the null in ``real / null``; probes left out."""
+    beside the recording's mean value or the null in ``real / null``, for the generators of
+    ``kinds`` (probes are scored on one test each and left out by default)."""
     from .display import ci_pivot
     from .group import group_mean_table
 
-    tested = scores[scores["p"].notna() & (scores["kind"] != "probe")]
-    means = group_mean_table(tested, ["label", "generator"])
+    tested = scores[scores["p"].notna() & scores["kind"].isin(kinds)]
+    # Named like headline.csv's rows, so that RANGES clips fractions to [0, 1].
+    means = group_mean_table(tested.assign(quantity="realism_" + tested["test"]),
+                             ["quantity", "label", "generator"])
     table = ci_pivot(means.rename(columns={"mean": "value"}), "label", "generator",
                      digits=digits)
     real = tested.groupby("label", sort=False)["reference"].mean()
