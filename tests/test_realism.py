@@ -128,22 +128,28 @@ def test_nearest_distances_by_hand():
     reference = np.array([[0.0, 0.0], [3.0, 4.0]])
     queries = np.array([[0.0, 1.0], [3.0, 5.0], [6.0, 8.0]])
     np.testing.assert_allclose(R.nearest_distances(queries, reference, chunk=2), [1.0, 1.0, 5.0])
+    np.testing.assert_allclose(R.nearest_distances(queries, reference, k=2, chunk=2),
+                               [[1.0, np.sqrt(18.0)], [1.0, np.sqrt(34.0)], [5.0, 10.0]])
 
 
-def test_memorisation_sees_copies_of_training_trials_but_not_a_wrong_spread():
+def test_memorisation_sees_copies_of_training_trials_but_not_a_wrong_spread_or_shift():
     rng = np.random.default_rng(6)
     means = rng.standard_normal((N_IMG, N_CH, N_T))
-    training = gaussian(4, rng, n_img=200, means=rng.standard_normal((200, N_CH, N_T)))
+    train_means = rng.standard_normal((200, N_CH, N_T))
+    training = gaussian(4, rng, n_img=200, means=train_means)
     real = gaussian(6, rng, means=means)
     new = R.memorisation_test(real, gaussian(6, rng, means=means), training)
-    assert new["value"] == pytest.approx(1.0, abs=0.05) and new["p"] > 0.01
-    # Half the spread: both distances shrink alike, so it is not taken for memorisation.
-    narrow = R.memorisation_test(real, gaussian(6, rng, sd=0.5, means=means), training)
-    assert narrow["value"] == pytest.approx(1.0, abs=0.1)
+    assert new["reference"] == 0.0 and new["value"] == 0.0 and new["p"] == 1.0
+    # A third of the spread, or signals drawn toward the training means: both neighbour
+    # distances move alike, so neither is taken for copying.
+    narrow = R.memorisation_test(real, gaussian(6, rng, sd=0.3, means=means), training)
+    near_training = R.memorisation_test(
+        real, gaussian(6, rng, sd=0.3, means=train_means[:N_IMG] * 0.5 + means * 0.5), training)
+    assert narrow["p"] > 0.01 and near_training["p"] > 0.01
     flat = training.reshape(-1, N_CH, N_T)
     copies = flat[rng.choice(len(flat), N_IMG * 6)].reshape(N_IMG, 6, N_CH, N_T)
     out = R.memorisation_test(real, copies, training)
-    assert out["value"] == pytest.approx(0.0, abs=1e-6) and out["p"] < 1e-6
+    assert out["value"] == 1.0 and out["p"] < 1e-6  # ρ = 0 for every copy
     with pytest.raises(ValueError, match="training"):
         R.memorisation_test(real, copies, training[..., :10])
 
