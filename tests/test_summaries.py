@@ -67,6 +67,16 @@ def test_ensure_dataset_simulates_once_into_the_workdir(workdir, runs):
         ensure_dataset("things-eeg2", None, PROFILE, workdir)
 
 
+def test_ensure_dataset_refuses_a_folder_simulated_by_another_version(tmp_path):
+    """A finished dataset whose settings differ (e.g. made before trial effects) is not reused."""
+    root = tmp_path / "data" / "simulated" / "ci"
+    root.mkdir(parents=True)
+    manifest = {"identity": "0123456789abcdef", "subjects": [1, 2]}
+    (root / "simulation.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileExistsError, match="other settings"):
+        ensure_dataset("simulated", None, PROFILE, tmp_path)
+
+
 def test_fidelity_table_scores_every_model_with_cis(run):
     table = summaries.fidelity_table(run, summaries.MODELS + ("noiseless",), n_boot=200)
     assert list(table.columns[:3]) == ["model", "metric", "ceiling_method"]
