@@ -201,8 +201,9 @@ def rejection_rate(p_values, alpha: float = ALPHA) -> dict:
     """Fraction of tests with ``p ≤ alpha``, its Wilson CI, and a one-sided binomial p-value
     for "more rejections than ``alpha`` predicts" (the generator is not real-like).
 
-    Permutation p-values are discrete: with ``P`` permutations a real-like generator is
-    rejected at ``floor(alpha · (P + 1)) / (P + 1)``, which is the null rate used.
+    Permutation p-values ``(1 + k) / (P + 1)`` are discrete: a real-like generator is
+    rejected at ``floor(alpha · (P + 1)) / (P + 1)``, which equals ``alpha`` when
+    ``alpha · (P + 1)`` is a whole number (the default 199 permutations at α = .05).
     """
     p_values = np.asarray(p_values, float)
     k, n = int((p_values <= alpha).sum()), len(p_values)
@@ -492,7 +493,6 @@ def classifier_two_sample_test(real, generated, *, cv: int = 5, n_boot: int = 50
     from pyriemann.estimation import Covariances
     from pyriemann.tangentspace import TangentSpace
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -513,16 +513,16 @@ def classifier_two_sample_test(real, generated, *, cv: int = 5, n_boot: int = 50
     folds = GroupKFold(n_splits=min(cv, n_img))
     score = cross_val_predict(model, covariances, y, groups=images, cv=folds,
                               method="decision_function")
-    auc = float(roc_auc_score(y, score))
     rows = [np.flatnonzero(images == i) for i in range(n_img)]
 
-    def resampled_auc(idx: np.ndarray) -> float:
-        pick = np.concatenate([rows[i] for i in idx])
+    def auc_of(pick: np.ndarray) -> float:
         s, label = score[pick], y[pick]
         u = _stats.mannwhitneyu(s[label == 1], s[label == 0]).statistic  # AUC = U / (n₁ n₀)
         return float(u / ((label == 1).sum() * (label == 0).sum()))
 
-    boot = bootstrap_ci(resampled_auc, n_images=n_img, n_boot=n_boot, seed=seed)
+    auc = auc_of(np.arange(len(y)))
+    boot = bootstrap_ci(lambda idx: auc_of(np.concatenate([rows[i] for i in idx])),
+                        n_images=n_img, n_boot=n_boot, seed=seed)
     p = _bootstrap_p(auc, boot.distribution, 0.5, alternative="greater")
     return {"value": auc, "reference": 0.5, "ci_low": boot.low, "ci_high": boot.high, "p": p}
 
@@ -799,13 +799,18 @@ def battery(real, generated, sfreq: float, times, *, training=None, attributes=N
                                            n_boot=n_boot, seed=seed))
     for name, key in (("spectral_slope", "slope"), ("alpha_peak_hz", "alpha_peak_hz")):
         rows[name] = {"value": shape["generated"][key], "reference": shape["real"][key], "p": np.nan}
+    return as_table(rows)
+
+
+def as_table(results: dict[str, dict]) -> pd.DataFrame:
+    """Test results (``name → {value, reference, ci_low, ci_high, p}``, missing keys NaN)
+    as battery rows, with each test's ``label`` and what it ``sees``."""
     labels = {**{n: (t.label, t.sees) for n, t in TESTS.items()},
               **{n: (e.label, "attributes") for n, e in ATTRIBUTE_EFFECTS.items()}}
-    table = pd.DataFrame([{"test": name, "label": labels[name][0], "sees": labels[name][1],
-                           **{c: row.get(c, np.nan) for c in
-                              ("value", "reference", "ci_low", "ci_high", "p")}}
-                          for name, row in rows.items()])
-    return table
+    return pd.DataFrame([{"test": name, "label": labels[name][0], "sees": labels[name][1],
+                          **{c: row.get(c, np.nan) for c in
+                             ("value", "reference", "ci_low", "ci_high", "p")}}
+                         for name, row in results.items()])
 
 
 def verdicts(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:

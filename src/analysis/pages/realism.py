@@ -100,9 +100,7 @@ def realism_scores(run: SubjectRun, generators: Sequence[str] | None = None, *,
         signals = probe_signals(run, name, n, seed)
         row = (realism.memorisation_test(real, signals, train, seed=seed) if test == "memorisation"
                else realism.variability_tests(real, signals, seed=seed)[test])
-        tables.append(pd.DataFrame([{"test": test, "label": realism.TESTS[test].label,
-                                     "sees": realism.TESTS[test].sees, **row}])
-                      .assign(generator=name, kind="probe"))
+        tables.append(realism.as_table({test: row}).assign(generator=name, kind="probe"))
     scores = realism.verdicts(pd.concat(tables, ignore_index=True))
     return scores.assign(n_signals=n, n_real=real.shape[1])
 
