@@ -15,12 +15,15 @@ import pytest
 import torch
 from torch import nn
 
+from analysis.ema import EMA
 from analysis.models.diffusion import (
-    EMA,
+    DDIMSampler,
+    DDPMSampler,
     GaussianDiffusion,
     NoiseSchedule,
     cosine_schedule,
     linear_schedule,
+    make_sampler,
     make_schedule,
 )
 
@@ -184,7 +187,7 @@ def test_ddim_with_oracle_recovers_x0(schedule, prediction, steps):
     diffusion = GaussianDiffusion(schedule, prediction=prediction)
     x0 = make_x0()
     x_T = make_x0(seed=5)
-    out = diffusion.ddim_sample(make_oracle(diffusion, x0), SHAPE, steps=steps, x_T=x_T)
+    out = diffusion.sample(make_oracle(diffusion, x0), SHAPE, DDIMSampler(steps), x_T=x_T)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-6)
 
@@ -193,7 +196,7 @@ def test_ddim_with_oracle_recovers_x0(schedule, prediction, steps):
 def test_ddpm_with_oracle_recovers_x0(schedule, prediction):
     diffusion = GaussianDiffusion(schedule, prediction=prediction)
     x0 = make_x0()
-    out = diffusion.ddpm_sample(make_oracle(diffusion, x0), SHAPE, x_T=make_x0(seed=5),
+    out = diffusion.sample(make_oracle(diffusion, x0), SHAPE, DDPMSampler(), x_T=make_x0(seed=5),
                                 generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-6)
 
@@ -202,7 +205,7 @@ def test_ddpm_with_oracle_recovers_x0(schedule, prediction):
 def test_oracle_recovery_in_float32(schedule, prediction):
     diffusion = GaussianDiffusion(schedule, prediction=prediction)
     x0 = make_x0(torch.float32)
-    out = diffusion.ddim_sample(make_oracle(diffusion, x0), SHAPE, steps=50,
+    out = diffusion.sample(make_oracle(diffusion, x0), SHAPE, DDIMSampler(50),
                                 generator=torch.Generator().manual_seed(0))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-3)
@@ -227,8 +230,8 @@ def test_ddim_oracle_trajectory_keeps_its_noise(schedule, prediction):
     diffusion = GaussianDiffusion(schedule, prediction=prediction)
     x0, x_T = make_x0(), make_x0(seed=5)
     model, seen = recording(make_oracle(diffusion, x0))
-    diffusion.ddim_sample(model, SHAPE, steps=7, x_T=x_T)
-    assert [t for t, _ in seen] == diffusion.ddim_timesteps(7)
+    diffusion.sample(model, SHAPE, DDIMSampler(7), x_T=x_T)
+    assert [t for t, _ in seen] == DDIMSampler(7).timesteps(diffusion)
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
     eps_T = (x_T - a[-1] * x0) / b[-1]
     for t, x_t in seen:
@@ -243,7 +246,7 @@ def test_ddpm_oracle_trajectory_has_the_forward_marginals(schedule):
     n = 2000
     x0 = make_x0(shape=(n, 1, 3))
     model, seen = recording(make_oracle(diffusion, x0))
-    diffusion.ddpm_sample(model, (n, 1, 3), x_T=torch.randn(n, 1, 3, dtype=torch.float64),
+    diffusion.sample(model, (n, 1, 3), DDPMSampler(), x_T=torch.randn(n, 1, 3, dtype=torch.float64),
                           generator=torch.Generator().manual_seed(0))
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
     for t, x_t in seen:
@@ -259,19 +262,20 @@ def test_ddim_eta_one_on_every_step_is_ddpm(schedule):
     # draw the same noise from the same generator, so they agree to round-off.
     diffusion = GaussianDiffusion(schedule, prediction="v")
     x_T = make_x0(seed=3)
-    ddpm = diffusion.ddpm_sample(linear_model, SHAPE, x_T=x_T, generator=torch.Generator().manual_seed(1))
-    ddim = diffusion.ddim_sample(linear_model, SHAPE, steps=N_STEPS, eta=1.0, x_T=x_T,
+    ddpm = diffusion.sample(linear_model, SHAPE, DDPMSampler(), x_T=x_T, generator=torch.Generator().manual_seed(1))
+    ddim = diffusion.sample(linear_model, SHAPE, DDIMSampler(N_STEPS, eta=1.0), x_T=x_T,
                                  generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(ddim, ddpm, rtol=1e-9, atol=1e-9)
 
 
 def test_ddim_timesteps(schedule):
     diffusion = GaussianDiffusion(schedule)
-    assert diffusion.ddim_timesteps(1) == [N_STEPS - 1]
-    assert diffusion.ddim_timesteps(2) == [N_STEPS - 1, 0]
-    assert diffusion.ddim_timesteps(N_STEPS) == list(range(N_STEPS - 1, -1, -1))
+    assert DDIMSampler(1).timesteps(diffusion) == [N_STEPS - 1]
+    assert DDIMSampler(2).timesteps(diffusion) == [N_STEPS - 1, 0]
+    assert DDIMSampler(N_STEPS).timesteps(diffusion) == list(range(N_STEPS - 1, -1, -1))
+    assert DDPMSampler().timesteps(diffusion) == list(range(N_STEPS - 1, -1, -1))
     for steps in (3, 10, 50, 999):
-        timesteps = diffusion.ddim_timesteps(steps)
+        timesteps = DDIMSampler(steps).timesteps(diffusion)
         assert len(timesteps) == steps and timesteps[0] == N_STEPS - 1 and timesteps[-1] == 0
         assert all(a > b for a, b in zip(timesteps, timesteps[1:]))
 
@@ -279,7 +283,7 @@ def test_ddim_timesteps(schedule):
 def test_clip_x0_bounds_the_samples(schedule):
     diffusion = GaussianDiffusion(schedule)
     x0 = 3 * make_x0()
-    out = diffusion.ddim_sample(make_oracle(diffusion, x0), SHAPE, steps=10, clip_x0=1.0,
+    out = diffusion.sample(make_oracle(diffusion, x0), SHAPE, DDIMSampler(10), clip_x0=1.0,
                                 x_T=make_x0(seed=5))
     assert out.abs().max() <= 1.0
     torch.testing.assert_close(out, x0.clamp(-1, 1), rtol=0, atol=1e-6)
@@ -290,9 +294,9 @@ def test_clip_x0_bounds_the_samples(schedule):
 def test_sample_shapes(schedule, shape, prediction):
     diffusion = GaussianDiffusion(cosine_schedule(20), prediction=prediction)
     generator = torch.Generator().manual_seed(0)
-    for sample in (diffusion.ddpm_sample(linear_model, shape, generator=generator),
-                   diffusion.ddim_sample(linear_model, shape, steps=5, generator=generator),
-                   diffusion.ddim_sample(linear_model, shape, steps=5, eta=0.5, generator=generator)):
+    for sample in (diffusion.sample(linear_model, shape, DDPMSampler(), generator=generator),
+                   diffusion.sample(linear_model, shape, DDIMSampler(5), generator=generator),
+                   diffusion.sample(linear_model, shape, DDIMSampler(5, eta=0.5), generator=generator)):
         assert sample.shape == shape and sample.dtype == torch.float32
         assert torch.isfinite(sample).all()
 
@@ -300,36 +304,49 @@ def test_sample_shapes(schedule, shape, prediction):
 def test_samplers_are_reproducible_from_a_seed():
     diffusion = GaussianDiffusion(cosine_schedule(50), prediction="v")
 
-    def draw(sampler, seed, **kwargs):
-        return sampler(linear_model, SHAPE, generator=torch.Generator().manual_seed(seed), **kwargs)
+    def draw(sampler, seed):
+        return diffusion.sample(linear_model, SHAPE, sampler, generator=torch.Generator().manual_seed(seed))
 
-    for sampler, kwargs in ((diffusion.ddpm_sample, {}),
-                            (diffusion.ddim_sample, {"steps": 10}),
-                            (diffusion.ddim_sample, {"steps": 10, "eta": 0.5})):
-        assert torch.equal(draw(sampler, 0, **kwargs), draw(sampler, 0, **kwargs))
-        assert not torch.allclose(draw(sampler, 0, **kwargs), draw(sampler, 1, **kwargs))
+    for sampler in (DDPMSampler(), DDIMSampler(10), DDIMSampler(10, eta=0.5)):
+        assert torch.equal(draw(sampler, 0), draw(sampler, 0))
+        assert not torch.allclose(draw(sampler, 0), draw(sampler, 1))
+
+
+def test_samplers_are_interchangeable_objects_for_one_trained_network(schedule):
+    # One network, one loop: the sampler is the only thing that changes. By name they are
+    # what a SamplingConfig asks for; with the oracle each recovers x0.
+    diffusion = GaussianDiffusion(schedule, prediction="v")
+    x0, x_T = make_x0(), make_x0(seed=5)
+    oracle = make_oracle(diffusion, x0)
+    for sampler in (make_sampler("ddim", 10), make_sampler("ddpm"), DDIMSampler(25, eta=0.3)):
+        out = diffusion.sample(oracle, SHAPE, sampler, x_T=x_T, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(out, x0, rtol=0, atol=1e-6)
+    assert make_sampler("ddim", 10) == DDIMSampler(10) != DDIMSampler(11)
+    assert make_sampler("ddpm") == DDPMSampler()
+    with pytest.raises(ValueError, match="method must be one of"):
+        make_sampler("euler")
 
 
 def test_ddim_eta_zero_is_deterministic_given_x_T():
     diffusion = GaussianDiffusion(cosine_schedule(50))
     x_T = make_x0(torch.float32)
-    first = diffusion.ddim_sample(linear_model, SHAPE, steps=10, x_T=x_T,
+    first = diffusion.sample(linear_model, SHAPE, DDIMSampler(10), x_T=x_T,
                                   generator=torch.Generator().manual_seed(0))
-    second = diffusion.ddim_sample(linear_model, SHAPE, steps=10, x_T=x_T,
+    second = diffusion.sample(linear_model, SHAPE, DDIMSampler(10), x_T=x_T,
                                    generator=torch.Generator().manual_seed(1))
     assert torch.equal(first, second)
 
 
 def test_progress_bar_runs(capsys):
     diffusion = GaussianDiffusion(cosine_schedule(5))
-    diffusion.ddim_sample(linear_model, SHAPE, steps=5, progress=True)
+    diffusion.sample(linear_model, SHAPE, DDIMSampler(5), progress=True)
     assert "DDIM sampling" in capsys.readouterr().err
 
 
 def test_samplers_do_not_track_gradients():
     diffusion = GaussianDiffusion(cosine_schedule(5))
     net = nn.Conv1d(SHAPE[1], SHAPE[1], 1)
-    sample = diffusion.ddim_sample(lambda x, t, cond=None, drop_cond=None: net(x), SHAPE, steps=2)
+    sample = diffusion.sample(lambda x, t, cond=None, drop_cond=None: net(x), SHAPE, DDIMSampler(2))
     assert not sample.requires_grad
 
 
@@ -412,7 +429,7 @@ def test_guidance_concatenates_dataclass_conditions(schedule):
 def test_guided_sampling_calls_the_model_once_per_step():
     diffusion = GaussianDiffusion(cosine_schedule(20))
     model = ConstantModel(c=0.1, u=0.0)
-    sample = diffusion.ddim_sample(model, SHAPE, cond=torch.randn(SHAPE[0], 5), steps=4,
+    sample = diffusion.sample(model, SHAPE, DDIMSampler(4), cond=torch.randn(SHAPE[0], 5),
                                    guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
     assert sample.shape == SHAPE
     assert len(model.calls) == 4 and all(call["batch"] == 2 * SHAPE[0] for call in model.calls)
@@ -480,25 +497,25 @@ def test_bad_prediction():
 @pytest.mark.parametrize("steps", [0, 11, 2.5, True])
 def test_ddim_steps_out_of_range(steps):
     diffusion = GaussianDiffusion(cosine_schedule(10))
-    with pytest.raises(ValueError, match=r"steps must be an integer in 1\.\.10"):
-        diffusion.ddim_sample(linear_model, SHAPE, steps=steps)
+    with pytest.raises(ValueError, match=r"steps must be (a positive integer|an integer in 1\.\.10)"):
+        diffusion.sample(linear_model, SHAPE, DDIMSampler(steps))
 
 
 def test_sampler_argument_errors():
     diffusion = GaussianDiffusion(cosine_schedule(10))
     cases = [
-        (lambda: diffusion.ddim_sample(linear_model, SHAPE, guidance_scale=-1.0, steps=2),
+        (lambda: diffusion.sample(linear_model, SHAPE, DDIMSampler(2), guidance_scale=-1.0),
          "guidance_scale must be >= 0"),
-        (lambda: diffusion.ddpm_sample(linear_model, SHAPE, guidance_scale=float("nan")),
+        (lambda: diffusion.sample(linear_model, SHAPE, DDPMSampler(), guidance_scale=float("nan")),
          "guidance_scale must be >= 0"),
-        (lambda: diffusion.ddim_sample(linear_model, SHAPE, eta=1.5, steps=2), r"eta must lie in \[0, 1\]"),
-        (lambda: diffusion.ddim_sample(linear_model, SHAPE, steps=2, x_T=torch.zeros(2, 4, 16)),
+        (lambda: diffusion.sample(linear_model, SHAPE, DDIMSampler(2, eta=1.5)), r"eta must lie in \[0, 1\]"),
+        (lambda: diffusion.sample(linear_model, SHAPE, DDIMSampler(2), x_T=torch.zeros(2, 4, 16)),
          r"x_T must have the requested shape \(3, 4, 16\), got \(2, 4, 16\)"),
-        (lambda: diffusion.ddpm_sample(linear_model, (3, 0, 16)), "shape must be"),
-        (lambda: diffusion.ddpm_sample(linear_model, SHAPE, clip_x0=0.0), "clip_x0 must be None or > 0"),
-        (lambda: diffusion.ddpm_sample(linear_model, SHAPE, cond=torch.zeros(2, 5), guidance_scale=2.0),
+        (lambda: diffusion.sample(linear_model, (3, 0, 16), DDPMSampler()), "shape must be"),
+        (lambda: diffusion.sample(linear_model, SHAPE, DDPMSampler(), clip_x0=0.0), "clip_x0 must be None or > 0"),
+        (lambda: diffusion.sample(linear_model, SHAPE, DDPMSampler(), cond=torch.zeros(2, 5), guidance_scale=2.0),
          r"batch \(3\) as its first axis, got a tensor of shape \(2, 5\)"),
-        (lambda: diffusion.ddim_sample(lambda x, t, cond=None, drop_cond=None: x[:, :1], SHAPE, steps=2),
+        (lambda: diffusion.sample(lambda x, t, cond=None, drop_cond=None: x[:, :1], SHAPE, DDIMSampler(2)),
          r"the model output must have the shape of x_t \(3, 4, 16\), got \(3, 1, 16\)"),
     ]
     for call, match in cases:
@@ -614,9 +631,9 @@ def test_cuda_sampling_matches_cpu_with_a_cpu_generator():
     diffusion = GaussianDiffusion(cosine_schedule(50), prediction="v")
     net = nn.Conv1d(SHAPE[1], SHAPE[1], 3, padding=1).double()
     model = lambda x, t, cond=None, drop_cond=None: net.to(x.device)(x)  # noqa: E731
-    cpu = diffusion.ddim_sample(model, SHAPE, steps=10, eta=0.5, x_T=make_x0(),
+    cpu = diffusion.sample(model, SHAPE, DDIMSampler(10, eta=0.5), x_T=make_x0(),
                                 generator=torch.Generator().manual_seed(0))
-    gpu = diffusion.ddim_sample(model, SHAPE, steps=10, eta=0.5, x_T=make_x0(), device="cuda",
+    gpu = diffusion.sample(model, SHAPE, DDIMSampler(10, eta=0.5), x_T=make_x0(), device="cuda",
                                 generator=torch.Generator().manual_seed(0))
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu)
@@ -634,11 +651,11 @@ def test_cuda_sampling_matches_cpu_with_a_cpu_generator():
 def test_min_snr_weighting_is_min_snr_gamma_times_the_x0_error(schedule, prediction):
     """An oracle built around x0 + δ predicts x̂0 = x0 + δ; its weighted loss must then be
     min(SNR_t, γ)·mean(δ²) for either parameterisation (Hang et al. 2023, eq. 8)."""
-    diffusion = GaussianDiffusion(schedule, prediction=prediction)
+    diffusion = GaussianDiffusion(schedule, prediction=prediction, weighting="min_snr",
+                                  min_snr_gamma=5.0)
     x0, delta = make_x0(), 0.1 * make_x0(seed=1)
     t = torch.tensor([5, 300, 990])  # SNR far above, near and far below γ = 5
     per_sample = diffusion.loss(make_oracle(diffusion, x0 + delta), x0, t=t, reduction="none",
-                                weighting="min_snr", min_snr_gamma=5.0,
                                 generator=torch.Generator().manual_seed(0))
     snr = schedule.alphas_cumprod[t] / (1 - schedule.alphas_cumprod[t])
     expected = snr.clamp(max=5.0) * delta.square().flatten(1).mean(1)
@@ -651,7 +668,30 @@ def test_min_snr_weight_and_bad_weighting(schedule):
     t = torch.tensor([0, 999])
     snr = diffusion.snr(t)
     torch.testing.assert_close(diffusion.min_snr_weight(t, 5.0), torch.stack([5.0 / snr[0], snr[1] / snr[1]]))
+    torch.testing.assert_close(diffusion.min_snr_weight(t), diffusion.min_snr_weight(t, 5.0))
     with pytest.raises(ValueError, match="weighting must be 'uniform' or 'min_snr'"):
-        diffusion.loss(linear_model, make_x0(), weighting="snr")
+        GaussianDiffusion(schedule, weighting="snr")
     with pytest.raises(ValueError, match="min_snr_gamma must be positive"):
         diffusion.min_snr_weight(t, 0.0)
+    with pytest.raises(ValueError, match="t_power must be > 0"):
+        GaussianDiffusion(schedule, t_power=0.0)
+
+
+@pytest.mark.parametrize("t_power", [1.0, 0.3])
+def test_training_timesteps_follow_the_power_law(schedule, t_power):
+    # t = floor(T u^p): P(t >= s) = 1 - (s / T)^(1 / p); uniform for p = 1. The loss draws
+    # its steps from the same distribution (same generator, same first draw).
+    diffusion = GaussianDiffusion(schedule, t_power=t_power)
+    t = diffusion.sample_timesteps(200_000, torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and t.min() >= 0 and t.max() <= N_STEPS - 1
+    for s in (100, 500, 900):
+        expected = 1 - (s / N_STEPS) ** (1 / t_power)
+        assert abs((t >= s).double().mean().item() - expected) < 0.005, s
+    seen = []
+
+    def model(x_t, t, cond=None, drop_cond=None):
+        seen.append(t.clone())
+        return torch.zeros_like(x_t)
+
+    diffusion.loss(model, make_x0(), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(seen[0], diffusion.sample_timesteps(SHAPE[0], torch.Generator().manual_seed(0)))

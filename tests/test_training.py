@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -166,7 +167,7 @@ def test_missing_features_are_named(dataset, features):
 
 def test_bad_generation_method_is_refused(dataset, features, tmp_path):
     trained = train(dataset, features, tmp_path, config=dataclasses.replace(TRAIN, epochs=1))
-    with pytest.raises(ValueError, match="'ddim' or 'ddpm'"):
+    with pytest.raises(ValueError, match=r"method must be one of \['ddim', 'ddpm'\]"):
         trained.generate(match_features(features, dataset.test.image_ids[:1]), method="euler")
 
 
@@ -182,3 +183,57 @@ def test_lr_factor_warms_up_then_decays():
     assert lr_factor(19, 20, cosine) == pytest.approx(0.0)  # the last step
     with pytest.raises(ValueError, match="lr_decay"):  # refused before any training
         TrainConfig(warmup_steps=4, lr_decay="step")
+
+
+DDP_WORKER = '''
+import hashlib, json, pickle, sys
+import torch
+from analysis.training import train_or_load
+
+with open(sys.argv[1], "rb") as fh:
+    job = pickle.load(fh)
+rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else None
+steps = []
+trained = train_or_load(job["dataset"], job["features"], job["model"], job["train"], job["root"],
+                        device="cpu", progress=False, on_step=lambda epoch, step: steps.append(epoch))
+rank = torch.distributed.get_rank()
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trained.model.parameters()))
+with open(f"{job['out']}/rank{rank}.json", "w") as fh:
+    json.dump({"steps": steps, "losses": trained.losses, "weights": digest.hexdigest(),
+               "world": torch.distributed.get_world_size()}, fh)
+'''
+
+
+def test_ddp_two_gloo_processes_take_equal_steps_and_finish(dataset, features, tmp_path):
+    """Two CPU processes under torchrun (gloo) train to completion on 17 examples with
+    batch 4: sharding ``order[rank::2]`` alone would give rank 0 three steps an epoch and
+    rank 1 two, and DDP's all-reduce would wait forever for the missing step."""
+    import pickle
+    import subprocess
+    import sys
+
+    n = 17  # = 2 · 4 · 2 + 1: not a multiple of world × batch
+    train_split = dataclasses.replace(
+        dataset.train, signals=dataset.train.signals[:n], image_ids=dataset.train.image_ids[:n],
+        concepts=dataset.train.concepts[:n], image_paths=dataset.train.image_paths[:n])
+    small = dataclasses.replace(dataset, train=train_split, noiseless=None)
+    config = dataclasses.replace(TRAIN, epochs=2, batch_size=4, targets="average")
+    job = {"dataset": small, "features": features, "train": config,
+           "model": model_config_for(small, features, "cross_attention", **UNET),
+           "root": str(tmp_path / "checkpoints"), "out": str(tmp_path)}
+    (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
+    (tmp_path / "worker.py").write_text(DDP_WORKER)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(tmp_path / "worker.py"), str(tmp_path / "job.pkl")],
+        capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    # 17 // 2 = 8 examples per rank, 2 batches of 4, in each of the 2 epochs.
+    assert ranks[0]["steps"] == ranks[1]["steps"] == [0, 0, 1, 1]
+    assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == 2
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were averaged
+    finished = list((tmp_path / "checkpoints").rglob(FINAL))
+    assert len(finished) == 1 and not list((tmp_path / "checkpoints").rglob(PARTIAL))

@@ -20,6 +20,7 @@ import torch
 from .config import EncoderConfig, get_profile
 from .devices import select_device
 from .models.conditioning import Condition
+from .models.diffusion import DDIMSampler, DDPMSampler
 from .models.unet1d import UNet1D, UNetConfig
 from .training import TrainConfig, make_diffusion
 
@@ -98,7 +99,8 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
             _sync(device)
             start = time.perf_counter()
         with amp or torch.autocast("cpu", enabled=False):
-            loss = diffusion.loss(model, x0, cond=cond)
+            # The training loop's loss: its timestep draw, weighting and dropout.
+            loss = diffusion.loss(model, x0, cond=cond, cond_drop_prob=train.cond_drop_prob)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -111,11 +113,8 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
         _, cond = batch(n)
         _sync(device)
         start = time.perf_counter()
-        if method == "ddim50":
-            diffusion.ddim_sample(model, (n, n_channels, n_times), cond=cond, steps=50,
-                                  device=device)
-        else:
-            diffusion.ddpm_sample(model, (n, n_channels, n_times), cond=cond, device=device)
+        sampler = DDIMSampler(50) if method == "ddim50" else DDPMSampler()
+        diffusion.sample(model, (n, n_channels, n_times), sampler, cond=cond, device=device)
         _sync(device)
         rates[method] = n / (time.perf_counter() - start)
     return {"profile": profile, "device": str(device), "n_parameters": model.n_parameters(),

@@ -42,7 +42,8 @@ from .data.contract import EpochedDataset
 from .devices import select_device
 from .encoders import ImageFeatures
 from .models.conditioning import Condition, FeatureScaler
-from .models.diffusion import EMA, GaussianDiffusion, make_schedule
+from .ema import EMA
+from .models.diffusion import GaussianDiffusion, make_sampler, make_schedule
 from .models.unet1d import UNet1D, UNetConfig
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 FINAL, PARTIAL = "checkpoint.pt", "partial.pt"
 #: Bumped whenever training changes in a way the configs do not capture (e.g. how the
 #: data are normalised), so cached checkpoints of the old recipe are not reused.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 #: Learning-rate schedules after the warm-up (see lr_factor).
 LR_DECAYS = ("constant", "cosine")
 
@@ -180,8 +181,11 @@ def model_config_for(dataset: EpochedDataset, features: ImageFeatures, condition
 
 
 def make_diffusion(config: TrainConfig) -> GaussianDiffusion:
+    """The diffusion process of a training config: schedule, parameterisation, timestep
+    distribution and loss weighting (training and ``bench`` use the same loss)."""
     return GaussianDiffusion(make_schedule(config.schedule, config.n_diffusion_steps),
-                             prediction=config.prediction)
+                             prediction=config.prediction, t_power=config.t_power,
+                             weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma)
 
 
 # --------------------------------------------------------------------------- files
@@ -230,8 +234,7 @@ class TrainedModel:
         steps, deterministic) or ``'ddpm'`` (all diffusion steps, ancestral). Sampling is
         seeded; the same call gives the same signals on the same device.
         """
-        if method not in ("ddim", "ddpm"):
-            raise ValueError(f"method must be 'ddim' or 'ddpm', got '{method}'")
+        sampler = make_sampler(method, steps)
         device = select_device(device)
         model = self.model.to(device).eval()
         n_images = len(cond)
@@ -244,17 +247,45 @@ class TrainedModel:
             stop = min(start + batch_size, total)
             batch_cond = None if use_cond is None else use_cond.index(slice(start, stop)).to(device)
             shape = (stop - start, n_channels, n_times)
-            if method == "ddim":
-                z = self.diffusion.ddim_sample(model, shape, cond=batch_cond, steps=steps,
-                                               guidance_scale=guidance_scale,
-                                               generator=generator, device=device)
-            else:
-                z = self.diffusion.ddpm_sample(model, shape, cond=batch_cond,
-                                               guidance_scale=guidance_scale,
-                                               generator=generator, device=device)
+            z = self.diffusion.sample(model, shape, sampler, cond=batch_cond,
+                                      guidance_scale=guidance_scale, generator=generator,
+                                      device=device)
             out.append(self.normalizer.inverse(z.float()).cpu())
         signals = torch.cat(out).numpy().reshape(n_images, n_samples, n_channels, n_times)
         return signals.astype(np.float32)
+
+
+    @torch.no_grad()
+    def conditional_mean(self, cond: Condition, *, n_draws: int = 8, guidance_scale: float = 1.0,
+                         seed: int = 0, batch_size: int = 256,
+                         device: str | None = None) -> np.ndarray:
+        """The model's own mean response per image, E[x | c], in data units, shape
+        (n_images, n_channels, n_times).
+
+        At the last diffusion step ``x_T`` holds (almost) nothing of ``x_0``
+        (``ᾱ_{T-1} ≈ 0``), so the MSE-trained denoiser's ``x̂_0`` there is its estimate of
+        ``E[x_0 | c]``: the prediction an encoding model makes, without the trial noise a
+        finite mean of samples keeps (16 single-trial samples at a trial SNR of 0.05 are
+        still mostly noise). Averaged over ``n_draws`` start noises; ``guidance_scale`` as in
+        :meth:`generate` (1: the model's own conditional).
+        """
+        device = select_device(device)
+        model = self.model.to(device).eval()
+        diffusion, last = self.diffusion, self.diffusion.n_steps - 1
+        n_channels, n_times = self.model_config.n_channels, self.info["n_times"]
+        use_cond = None if self.conditioning == "none" else self.feature_scaler(cond)
+        generator = torch.Generator(device).manual_seed(seed)
+        out = []
+        for start in range(0, len(cond), batch_size):
+            stop = min(start + batch_size, len(cond))
+            batch_cond = None if use_cond is None else use_cond.index(slice(start, stop)).to(device)
+            total = torch.zeros(stop - start, n_channels, n_times, device=device)
+            for _ in range(n_draws):
+                x_t = torch.randn(total.shape, generator=generator, device=device)
+                output = diffusion.guided_output(model, x_t, last, batch_cond, guidance_scale)
+                total += diffusion.predict_x0_and_eps(output, x_t, last)[0] / n_draws
+            out.append(self.normalizer.inverse(total).cpu())
+        return torch.cat(out).numpy().astype(np.float32)
 
 
 def _build(model_config: UNetConfig, train_config: TrainConfig) -> tuple[UNet1D, GaussianDiffusion]:
@@ -374,7 +405,13 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
             model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
            else contextlib.nullcontext())
-    steps_per_epoch = -(-len(x_all) // (train_config.batch_size * world))
+    # Every rank trains on the same number of examples, hence takes the same number of
+    # optimiser steps: DDP's gradient all-reduce would otherwise wait forever for the rank
+    # with one step fewer. The few examples left over differ from epoch to epoch.
+    per_rank = len(x_all) // world
+    if per_rank < 1:
+        raise ValueError(f"{len(x_all)} training examples cannot be shared by {world} processes")
+    steps_per_epoch = -(-per_rank // train_config.batch_size)
     total_steps = train_config.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, train_config),
@@ -390,7 +427,8 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     for epoch in bar:
         started = time.perf_counter()
         g = torch.Generator().manual_seed(train_config.seed * 100_003 + epoch)
-        order = torch.randperm(len(x_all), generator=g)[rank::world]
+        order = torch.randperm(len(x_all), generator=g)[:per_rank * world][rank::world]
+        # Timesteps, noise and condition dropout: the diffusion draws them from this stream.
         noise_g = torch.Generator(device).manual_seed(train_config.seed * 100_003 + epoch + rank)
         net.train()
         total, count = torch.zeros((), device=device), 0
@@ -398,14 +436,9 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
             idx = order[begin:begin + train_config.batch_size]
             x0 = x_all[idx].to(device)
             cond = cond_all.index(image_of[idx]).to(device)
-            drop = (torch.rand(len(idx), generator=g) < train_config.cond_drop_prob).to(device)
-            t = (train_config.n_diffusion_steps
-                 * torch.rand(len(idx), generator=g) ** train_config.t_power).long()
-            t = t.clamp_(max=train_config.n_diffusion_steps - 1).to(device)
             with amp:
-                loss = diffusion.loss(net, x0, cond=cond, drop_cond=drop, generator=noise_g, t=t,
-                                      weighting=train_config.loss_weighting,
-                                      min_snr_gamma=train_config.min_snr_gamma)
+                loss = diffusion.loss(net, x0, cond=cond, generator=noise_g,
+                                      cond_drop_prob=train_config.cond_drop_prob)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)

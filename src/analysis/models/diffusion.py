@@ -1,5 +1,6 @@
-"""The Gaussian diffusion process: noise schedules, training loss, DDPM/DDIM samplers,
-classifier-free guidance and EMA weights — everything except the network.
+"""The Gaussian diffusion process: noise schedules, the timestep distribution and loss
+weighting of training, DDPM/DDIM samplers and classifier-free guidance — everything except
+the network (and the EMA of its weights, which belongs to training: :mod:`analysis.ema`).
 
 The network and the process are kept apart (diffusers' model/scheduler split): the
 denoiser only maps ``(x_t, t, cond, drop_cond) -> prediction`` and knows nothing about
@@ -49,6 +50,8 @@ from tqdm import tqdm
 
 #: Valid values of ``GaussianDiffusion(prediction=...)``.
 PREDICTIONS = ("eps", "v")
+#: Valid values of ``GaussianDiffusion(weighting=...)``.
+WEIGHTINGS = ("uniform", "min_snr")
 
 # A schedule whose last step keeps more signal than this is not "pure noise": sampling from
 # N(0, I) then starts off the distribution the network was trained on.
@@ -309,16 +312,35 @@ class GaussianDiffusion:
         ``v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x_0`` (Salimans & Ho 2022). v stays well conditioned
         at both ends of the schedule, where recovering ``x_0`` from ε divides by
         ``sqrt(ᾱ) ≈ 0``.
+    t_power : float
+        Training steps are drawn as ``t = ⌊T · u^t_power⌋``, ``u ~ U(0, 1)``: 1 is the
+        uniform draw of DDPM; below 1 favours the noisy steps, where the prediction depends
+        most on the condition (see :meth:`sample_timesteps`).
+    weighting : {'uniform', 'min_snr'}
+        How the per-sample losses are weighted over steps; ``'min_snr'`` multiplies each by
+        :meth:`min_snr_weight`, so the nearly clean steps (which dominate the gradient but
+        say little about the condition) stop drowning out the noisy ones.
+    min_snr_gamma : float
+        γ of the min-SNR weighting (Hang et al. 2023 recommend 5).
     """
 
-    def __init__(self, schedule: NoiseSchedule, prediction: str = "eps") -> None:
+    def __init__(self, schedule: NoiseSchedule, prediction: str = "eps", *, t_power: float = 1.0,
+                 weighting: str = "uniform", min_snr_gamma: float = 5.0) -> None:
         if not isinstance(schedule, NoiseSchedule):
             raise ValueError(f"schedule must be a NoiseSchedule (see cosine_schedule), "
                              f"got {type(schedule).__name__}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be 'uniform' or 'min_snr', got {weighting!r}")
+        if not t_power > 0:
+            raise ValueError(f"t_power must be > 0 (1 = uniform steps), got {t_power}")
+        if not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be positive, got {min_snr_gamma}")
         self.schedule = schedule
         self.prediction = prediction
+        self.t_power, self.weighting = float(t_power), weighting
+        self.min_snr_gamma = float(min_snr_gamma)
         self.n_steps = schedule.n_steps
         s = schedule
         # Posterior q(x_{t-1} | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, β̃_t) (DDPM eq. 6-7).
@@ -332,7 +354,8 @@ class GaussianDiffusion:
         self._cast_cache: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
 
     def __repr__(self) -> str:
-        return f"GaussianDiffusion(n_steps={self.n_steps}, prediction={self.prediction!r})"
+        return (f"GaussianDiffusion(n_steps={self.n_steps}, prediction={self.prediction!r}, "
+                f"t_power={self.t_power}, weighting={self.weighting!r})")
 
     # ------------------------------------------------------------------ constants
 
@@ -440,13 +463,12 @@ class GaussianDiffusion:
         cond_drop_prob: float = 0.0,
         t: Tensor | None = None,
         reduction: str = "mean",
-        weighting: str = "uniform",
-        min_snr_gamma: float = 5.0,
     ) -> Tensor:
         """The denoising loss: MSE between the network output and :meth:`target`.
 
-        ``t`` is drawn uniformly from ``0 .. n_steps - 1`` per sample (the "simple" loss of
-        DDPM, sec. 3.4), then ``x_t = q_sample(x0, t, ε)`` with fresh ε.
+        ``t`` is drawn per sample by :meth:`sample_timesteps` (uniform with ``t_power = 1``:
+        the "simple" loss of DDPM, sec. 3.4), then ``x_t = q_sample(x0, t, ε)`` with fresh
+        ε; each sample's loss is weighted as ``weighting`` says.
 
         Parameters
         ----------
@@ -467,14 +489,8 @@ class GaussianDiffusion:
         t : LongTensor, shape (B,), optional
             Fixed steps instead of random ones (e.g. to trace the loss against ``t``).
         reduction : {'mean', 'none'}
-            ``'mean'``: a scalar; ``'none'``: the per-sample loss, shape (B,), averaged over
-            every other axis.
-        weighting : {'uniform', 'min_snr'}
-            ``'min_snr'`` multiplies each sample's loss by :meth:`min_snr_weight`, so the
-            nearly clean steps (which dominate the gradient but say little about the
-            condition) stop drowning out the noisy ones.
-        min_snr_gamma : float
-            γ of the min-SNR weighting (Hang et al. 2023 recommend 5).
+            ``'mean'``: a scalar; ``'none'``: the per-sample (weighted) loss, shape (B,),
+            averaged over every other axis.
 
         Returns
         -------
@@ -483,15 +499,13 @@ class GaussianDiffusion:
         """
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-        if weighting not in ("uniform", "min_snr"):
-            raise ValueError(f"weighting must be 'uniform' or 'min_snr', got {weighting!r}")
         if not 0 <= cond_drop_prob <= 1:
             raise ValueError(f"cond_drop_prob must lie in [0, 1], got {cond_drop_prob}")
         batch = x0.shape[0]
         _check_drop_cond(drop_cond, batch)
         draw_device = x0.device if generator is None else generator.device
         if t is None:
-            t = torch.randint(0, self.n_steps, (batch,), generator=generator, device=draw_device)
+            t = self.sample_timesteps(batch, generator, device=draw_device)
         t = self._check_t(t, x0, "x0").to(x0.device)
         noise = _randn(x0.shape, generator, x0.device, x0.dtype)
         if cond is not None and cond_drop_prob > 0:
@@ -502,16 +516,29 @@ class GaussianDiffusion:
         out = model(x_t, t, cond=cond, drop_cond=drop_cond)
         self._check_same_shape(x_t, out, "x_t", "the model output")
         per_sample = (out - self.target(x0, noise, t)).square().flatten(1).mean(dim=1)
-        if weighting == "min_snr":
-            per_sample = per_sample * self.min_snr_weight(t, min_snr_gamma).to(per_sample.dtype)
+        if self.weighting == "min_snr":
+            per_sample = per_sample * self.min_snr_weight(t, self.min_snr_gamma).to(per_sample.dtype)
         return per_sample.mean() if reduction == "mean" else per_sample
+
+    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None,
+                         device: str | torch.device | None = None) -> Tensor:
+        """Training steps ``t = ⌊T · u^t_power⌋`` with ``u ~ U(0, 1)``, long ``[batch]``.
+
+        ``t_power = 1`` is uniform on ``0 .. T - 1``; ``t_power = p < 1`` puts probability
+        ``1 - (s / T)^(1/p)`` on the steps at or above ``s`` (more weight on the noisy end).
+        Drawn with ``generator`` on its device (default ``device``, else CPU).
+        """
+        device = generator.device if generator is not None else (device or "cpu")
+        u = torch.rand((batch,), generator=generator, device=device, dtype=torch.float64)
+        t = (self.n_steps * u ** self.t_power).long()
+        return t.clamp_(max=self.n_steps - 1)
 
     def snr(self, t: Tensor) -> Tensor:
         """Signal-to-noise ratio ``ᾱ_t / (1 - ᾱ_t)`` of ``x_t`` at steps ``t``, shape (B,)."""
         abar = self.schedule.alphas_cumprod.to(t.device)[t]
         return abar / (1.0 - abar)
 
-    def min_snr_weight(self, t: Tensor, gamma: float = 5.0) -> Tensor:
+    def min_snr_weight(self, t: Tensor, gamma: float | None = None) -> Tensor:
         """Min-SNR-γ loss weight per step (Hang et al. 2023, "Efficient Diffusion Training
         via Min-SNR Weighting Strategy"), shape (B,).
 
@@ -519,6 +546,7 @@ class GaussianDiffusion:
         parameterisation: ``min(SNR, γ) / SNR`` for ε-prediction and
         ``min(SNR, γ) / (SNR + 1)`` for v-prediction.
         """
+        gamma = self.min_snr_gamma if gamma is None else gamma
         if gamma <= 0:
             raise ValueError(f"min_snr_gamma must be positive, got {gamma}")
         snr = self.snr(t)
@@ -627,10 +655,11 @@ class GaussianDiffusion:
         return x0, eps
 
     @torch.no_grad()
-    def ddpm_sample(
+    def sample(
         self,
         model: Callable[..., Tensor],
         shape: Sequence[int],
+        sampler: "Sampler",
         cond: Any = None,
         guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
@@ -639,12 +668,12 @@ class GaussianDiffusion:
         clip_x0: float | None = None,
         x_T: Tensor | None = None,
     ) -> Tensor:
-        """Ancestral sampling over all ``n_steps`` steps (Ho et al. 2020, Algorithm 2).
+        """Generate signals: the one sampling loop, with the update rule of ``sampler``.
 
-        Each step draws ``x_{t-1} ~ q(x_{t-1} | x_t, x̂_0)``, the Gaussian posterior with
-        variance ``β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)``, where ``x̂_0`` comes from the
-        (guided) network output. The last step (``t = 0``) returns the posterior mean, i.e.
-        ``x̂_0``, with no noise added. Put the network in ``eval()`` mode first.
+        At each of ``sampler.timesteps(self)`` the (guided) network output gives ``x̂_0`` and
+        ``ε̂``; ``sampler.step`` turns them into the state at the next visited step. Samplers
+        (:class:`DDPMSampler`, :class:`DDIMSampler`) are swapped without touching the
+        network, which is trained once for all of them. Put the network in ``eval()`` mode.
 
         Parameters
         ----------
@@ -652,12 +681,14 @@ class GaussianDiffusion:
             ``model(x_t, t, cond=..., drop_cond=...)``.
         shape : tuple of int
             ``(batch, n_channels, n_times)`` of the samples.
+        sampler : Sampler
+            The update rule and the steps it visits (see :data:`SAMPLERS`).
         cond : Any
             Condition for the batch (tensors with the batch as first axis), or None.
         guidance_scale : float
             Classifier-free guidance weight ``w ≥ 0`` (see :meth:`guided_output`).
         generator : torch.Generator, optional
-            Source of all noise (``x_T`` and every step), drawn on its own device.
+            Source of all noise (``x_T`` and every stochastic step), drawn on its own device.
         device : str | torch.device, optional
             Where to sample; default: ``x_T``'s device, else the model's, else CPU.
         progress : bool
@@ -672,184 +703,134 @@ class GaussianDiffusion:
         Tensor, shape ``shape``
             The generated signals ``x_0``.
         """
+        timesteps = sampler.timesteps(self)
         x = self._prepare_sampling(model, shape, cond, guidance_scale, clip_x0, x_T, device, generator)
-        coef_x0 = self._constants["posterior_coef_x0"]
-        coef_xt = self._constants["posterior_coef_xt"]
-        sigma = self._constants["posterior_variance"].sqrt()
-        for step in tqdm(range(self.n_steps - 1, -1, -1), desc="DDPM sampling", disable=not progress):
-            x0, _ = self._x0_eps(model, x, step, cond, guidance_scale, clip_x0)
-            mean = coef_x0[step].item() * x0 + coef_xt[step].item() * x
-            if step > 0:
-                x = mean + sigma[step].item() * _randn(x.shape, generator, x.device, x.dtype)
-            else:  # the last step returns the mean: adding noise to x_0 would only blur it
-                x = mean
+        previous = timesteps[1:] + [-1]
+        for step, prev in tqdm(list(zip(timesteps, previous)), desc=f"{sampler.name} sampling",
+                               disable=not progress):
+            x0, eps = self._x0_eps(model, x, step, cond, guidance_scale, clip_x0)
+            x = sampler.step(self, x, x0, eps, step, prev, generator)
         return x
 
-    def ddim_timesteps(self, steps: int) -> list[int]:
-        """The step indices DDIM visits, from ``n_steps - 1`` down to 0, evenly spaced.
+    def alpha_cumprod_at(self, step: int) -> float:
+        """``ᾱ_step`` as a float, with ``ᾱ_{-1} = 1`` (the clean signal after the last step)."""
+        return self.schedule.alphas_cumprod[step].item() if step >= 0 else 1.0
 
-        Always starting at ``n_steps - 1`` means sampling starts from (almost) pure noise,
-        the state the network was trained on (the "trailing"/linspace choice of Lin et al.
-        2024); ``steps = n_steps`` visits every step. ``steps = 1`` is ``[n_steps - 1]``.
-        """
+
+# --------------------------------------------------------------------------- samplers
+
+
+class Sampler:
+    """An update rule of the reverse process and the steps it visits.
+
+    Subclasses define :meth:`timesteps` (step indices from ``n_steps - 1`` down to 0) and
+    :meth:`step`; :meth:`GaussianDiffusion.sample` runs the loop. A sampler holds no
+    network and no schedule, so one object serves any trained model.
+    """
+
+    name = "sampler"
+
+    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
+        raise NotImplementedError
+
+    def step(self, diffusion: GaussianDiffusion, x: Tensor, x0: Tensor, eps: Tensor, t: int,
+             prev: int, generator: torch.Generator | None) -> Tensor:
+        """The state at step ``prev`` (``-1``: the clean signal) from ``x`` at step ``t``,
+        given the network's ``x̂_0`` and ``ε̂`` there; all of shape (B, C, T)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+
+class DDPMSampler(Sampler):
+    """Ancestral sampling over all ``n_steps`` steps (Ho et al. 2020, Algorithm 2).
+
+    Each step draws ``x_{t-1} ~ q(x_{t-1} | x_t, x̂_0)``, the Gaussian posterior with
+    variance ``β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)``. The last step (``t = 0``) returns
+    the posterior mean, i.e. ``x̂_0``: adding noise to ``x_0`` would only blur it.
+    """
+
+    name = "DDPM"
+
+    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
+        return list(range(diffusion.n_steps - 1, -1, -1))
+
+    def step(self, diffusion, x, x0, eps, t, prev, generator):
+        c = diffusion._constants
+        mean = c["posterior_coef_x0"][t].item() * x0 + c["posterior_coef_xt"][t].item() * x
+        if t == 0:
+            return mean
+        sigma = c["posterior_variance"][t].sqrt().item()
+        return mean + sigma * _randn(x.shape, generator, x.device, x.dtype)
+
+
+class DDIMSampler(Sampler):
+    """DDIM on ``steps`` of the ``n_steps`` steps (Song et al. 2021, eq. 12).
+
+    From step ``t`` to the previous visited step ``s``:
+    ``x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z`` with
+    ``σ = η sqrt((1 - ᾱ_s) / (1 - ᾱ_t)) sqrt(1 - ᾱ_t / ᾱ_s)``. ``η = 0`` is deterministic
+    given ``x_T``; ``η = 1`` with ``steps = n_steps`` is DDPM sampling.
+
+    Parameters
+    ----------
+    steps : int
+        Network evaluations (times two for guided batches), ``1 .. n_steps``; see
+        :meth:`timesteps`.
+    eta : float
+        Stochasticity ``η`` in ``[0, 1]``.
+    """
+
+    name = "DDIM"
+
+    def __init__(self, steps: int = 50, eta: float = 0.0) -> None:
         try:
             if isinstance(steps, bool):
                 raise TypeError
             steps = operator.index(steps)
         except TypeError:
-            raise ValueError(f"steps must be an integer in 1..{self.n_steps} (n_steps), got {steps!r}") from None
-        if not 1 <= steps <= self.n_steps:
-            raise ValueError(f"steps must be an integer in 1..{self.n_steps} (n_steps), got {steps}")
-        # Spacing (n_steps - 1) / (steps - 1) >= 1, so the rounded values are distinct.
-        grid = torch.linspace(self.n_steps - 1, 0, steps, dtype=torch.float64).round().long()
-        return grid.tolist()
-
-    @torch.no_grad()
-    def ddim_sample(
-        self,
-        model: Callable[..., Tensor],
-        shape: Sequence[int],
-        cond: Any = None,
-        steps: int = 50,
-        eta: float = 0.0,
-        guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-        progress: bool = False,
-        clip_x0: float | None = None,
-        x_T: Tensor | None = None,
-    ) -> Tensor:
-        """DDIM sampling on ``steps`` of the ``n_steps`` steps (Song et al. 2021, eq. 12).
-
-        From step ``t`` to the previous visited step ``s`` (``ᾱ_{-1} = 1`` after the last):
-        ``x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z`` with
-        ``σ = η sqrt((1 - ᾱ_s) / (1 - ᾱ_t)) sqrt(1 - ᾱ_t / ᾱ_s)``. ``η = 0`` is
-        deterministic given ``x_T``; ``η = 1`` with ``steps = n_steps`` is DDPM sampling.
-        The same trained network serves any ``steps``. Put the network in ``eval()`` mode first.
-
-        Parameters
-        ----------
-        model, shape, cond, guidance_scale, generator, device, progress, clip_x0, x_T
-            As in :meth:`ddpm_sample`.
-        steps : int
-            Number of network evaluations (times two for guided batches), 1..n_steps; see
-            :meth:`ddim_timesteps`.
-        eta : float
-            Stochasticity ``η`` in ``[0, 1]``.
-
-        Returns
-        -------
-        Tensor, shape ``shape``
-            The generated signals ``x_0``.
-        """
-        timesteps = self.ddim_timesteps(steps)
+            raise ValueError(f"steps must be a positive integer, got {steps!r}") from None
+        if steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must lie in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
-        x = self._prepare_sampling(model, shape, cond, guidance_scale, clip_x0, x_T, device, generator)
-        alphas_cumprod = self.schedule.alphas_cumprod
-        previous = timesteps[1:] + [-1]
-        for step, prev in tqdm(list(zip(timesteps, previous)), desc="DDIM sampling", disable=not progress):
-            x0, eps = self._x0_eps(model, x, step, cond, guidance_scale, clip_x0)
-            a_t = alphas_cumprod[step].item()
-            a_prev = alphas_cumprod[prev].item() if prev >= 0 else 1.0
-            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-            # max(…, 0) guards against round-off; the term is >= 0 in exact arithmetic for η ≤ 1.
-            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
-            if sigma > 0:
-                x = x + sigma * _randn(x.shape, generator, x.device, x.dtype)
+        self.steps, self.eta = steps, float(eta)
+
+    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
+        """The step indices visited, from ``n_steps - 1`` down to 0, evenly spaced.
+
+        Always starting at ``n_steps - 1`` means sampling starts from (almost) pure noise,
+        the state the network was trained on (the "trailing"/linspace choice of Lin et al.
+        2024); ``steps = n_steps`` visits every step, ``steps = 1`` only ``n_steps - 1``.
+        """
+        n_steps = diffusion.n_steps
+        if self.steps > n_steps:
+            raise ValueError(f"steps must be an integer in 1..{n_steps} (n_steps), got {self.steps}")
+        # Spacing (n_steps - 1) / (steps - 1) >= 1, so the rounded values are distinct.
+        grid = torch.linspace(n_steps - 1, 0, self.steps, dtype=torch.float64).round().long()
+        return grid.tolist()
+
+    def step(self, diffusion, x, x0, eps, t, prev, generator):
+        a_t, a_prev = diffusion.alpha_cumprod_at(t), diffusion.alpha_cumprod_at(prev)
+        sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        # max(…, 0) guards against round-off; the term is >= 0 in exact arithmetic for η ≤ 1.
+        x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * _randn(x.shape, generator, x.device, x.dtype)
         return x
 
 
-# --------------------------------------------------------------------------- EMA
+#: Samplers by the name a :class:`~analysis.config.SamplingConfig` uses.
+SAMPLERS: dict[str, type[Sampler]] = {"ddim": DDIMSampler, "ddpm": DDPMSampler}
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module behind DistributedDataParallel / DataParallel and ``torch.compile``."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
-class EMA:
-    """Exponential moving average of a model's weights (parameters and buffers).
-
-    Sampling with averaged weights gives markedly better diffusion samples than the last
-    iterate (Ho et al. 2020 use decay 0.9999; Song & Ermon 2020). Each :meth:`update` sets
-    ``shadow ← d · shadow + (1 - d) · current`` for every floating-point tensor in the
-    model's ``state_dict``, with ``d = min(decay, (1 + n) / (10 + n))`` and ``n`` the number of
-    earlier updates: the warm-up keeps the random initial weights from dominating the
-    average early in training. Integer buffers (e.g. BatchNorm's ``num_batches_tracked``)
-    are copied. Models wrapped in DDP / DataParallel / ``torch.compile`` are unwrapped, so
-    keys never carry a ``module.`` prefix.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model whose weights to average; the shadow starts as a copy of them, on the
-        same device.
-    decay : float
-        The long-run decay, in ``[0, 1)``.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
-        if not 0 <= decay < 1:
-            raise ValueError(f"decay must lie in [0, 1), got {decay}")
-        self.decay = float(decay)
-        self.num_updates = 0
-        self.shadow: dict[str, Tensor] = {
-            name: tensor.detach().clone() for name, tensor in _unwrap(model).state_dict().items()
-        }
-
-    def _current(self, model: nn.Module) -> dict[str, Tensor]:
-        current = _unwrap(model).state_dict()
-        if current.keys() != self.shadow.keys():
-            missing = sorted(self.shadow.keys() - current.keys())
-            unexpected = sorted(current.keys() - self.shadow.keys())
-            raise ValueError(f"model does not match the EMA's weights: missing {missing}, "
-                             f"unexpected {unexpected}")
-        return current
-
-    @property
-    def current_decay(self) -> float:
-        """The decay the next :meth:`update` will use (warm-up included)."""
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Fold ``model``'s current weights into the average."""
-        decay = self.current_decay
-        for name, tensor in self._current(model).items():
-            shadow = self.shadow[name]
-            if shadow.device != tensor.device:  # the model was moved since the EMA was made
-                shadow = self.shadow[name] = shadow.to(tensor.device)
-            if shadow.is_floating_point():
-                shadow.lerp_(tensor.detach().to(shadow.dtype), 1 - decay)
-            else:
-                shadow.copy_(tensor)
-        self.num_updates += 1
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        """Overwrite ``model``'s weights with the averaged ones (in place, any device)."""
-        for name, tensor in self._current(model).items():
-            tensor.copy_(self.shadow[name])
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{'decay', 'num_updates', 'shadow'}`` for a checkpoint."""
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the shadow tensors keep their current devices."""
-        missing = {"decay", "num_updates", "shadow"} - set(state)
-        if missing:
-            raise ValueError(f"EMA state is missing {sorted(missing)}")
-        shadow = state["shadow"]
-        if shadow.keys() != self.shadow.keys():
-            raise ValueError(
-                f"EMA state does not match this model: missing {sorted(self.shadow.keys() - shadow.keys())}, "
-                f"unexpected {sorted(shadow.keys() - self.shadow.keys())}"
-            )
-        self.decay = float(state["decay"])
-        self.num_updates = int(state["num_updates"])
-        self.shadow = {name: value.detach().clone().to(self.shadow[name].device)
-                       for name, value in shadow.items()}
+def make_sampler(method: str, steps: int = 50) -> Sampler:
+    """The sampler ``method`` (``'ddim'`` with ``steps`` steps; ``'ddpm'`` visits all)."""
+    if method not in SAMPLERS:
+        raise ValueError(f"method must be one of {sorted(SAMPLERS)}, got '{method}'")
+    return DDIMSampler(steps) if method == "ddim" else DDPMSampler()
