@@ -237,3 +237,45 @@ def test_ddp_two_gloo_processes_take_equal_steps_and_finish(dataset, features, t
     assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were averaged
     finished = list((tmp_path / "checkpoints").rglob(FINAL))
     assert len(finished) == 1 and not list((tmp_path / "checkpoints").rglob(PARTIAL))
+
+
+def test_monitor_records_a_learning_curve_without_changing_the_weights(dataset, features, tmp_path):
+    plain = train(dataset, features, tmp_path / "plain")
+    cond = match_features(features, dataset.test.image_ids)
+    seen = []
+
+    def monitor(view):
+        seen.append(view.model.training)
+        mean = view.conditional_mean(cond, n_draws=2, device="cpu")
+        return {"mean_sd": float(mean.std(axis=0).mean())}
+
+    watched = train(dataset, features, tmp_path / "watched", monitor=monitor, monitor_every=2)
+    assert [row["epoch"] for row in watched.info["curve"]] == [2, 3]  # every 2nd and the last
+    assert all(row["step"] == row["epoch"] * 3 for row in watched.info["curve"])  # 48 / 16
+    log = (watched.path.parent / "validation.csv").read_text().splitlines()
+    assert log[0] == "epoch,step,mean_sd" and len(log) == 3
+    assert watched.losses == plain.losses
+    for name, value in plain.model.state_dict().items():
+        torch.testing.assert_close(watched.model.state_dict()[name], value)
+    # Loading the finished checkpoint keeps its curve.
+    assert train(dataset, features, tmp_path / "watched").info["curve"] == watched.info["curve"]
+
+
+def test_conditional_mean_is_the_denoiser_output_at_the_last_step(dataset, features, tmp_path):
+    trained = train(dataset, features, tmp_path)
+    cond = match_features(features, dataset.test.image_ids)
+    mean = trained.conditional_mean(cond, n_draws=3, device="cpu")
+    assert mean.shape == (6, 17, 100) and mean.dtype == np.float32
+    # By hand: x̂0 = sqrt(ᾱ) x_T - sqrt(1 - ᾱ) v at the last step, averaged over draws.
+    d, last = trained.diffusion, trained.diffusion.n_steps - 1
+    g = torch.Generator().manual_seed(0)
+    scaled = trained.feature_scaler(cond)
+    total = 0
+    with torch.no_grad():
+        for _ in range(3):
+            x = torch.randn(6, 17, 100, generator=g)
+            v = trained.model(x, torch.full((6,), last), scaled)
+            a = d.schedule.sqrt_alphas_cumprod[last].item()
+            b = d.schedule.sqrt_one_minus_alphas_cumprod[last].item()
+            total = total + (a * x - b * v) / 3
+    np.testing.assert_allclose(mean, trained.normalizer.inverse(total).numpy(), rtol=1e-4, atol=1e-4)

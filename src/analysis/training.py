@@ -347,7 +347,9 @@ def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
 def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config: UNetConfig,
                   train_config: TrainConfig, checkpoint_root: str | Path, *,
                   device: str | None = None, progress: bool = True,
-                  on_step: Callable[[int, int], None] | None = None) -> TrainedModel:
+                  on_step: Callable[[int, int], None] | None = None,
+                  monitor: Callable[[TrainedModel], dict] | None = None,
+                  monitor_every: int = 1) -> TrainedModel:
     """Load the finished checkpoint for this exact configuration, or train (resuming) it.
 
     Parameters
@@ -363,6 +365,11 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         each rank uses ``cuda:LOCAL_RANK``.
     on_step : callable(epoch, step), optional
         Called after every optimiser step (tests use it to simulate an interruption).
+    monitor : callable(TrainedModel) -> dict of float, optional
+        Scores the EMA weights every ``monitor_every`` epochs and after the last one (e.g. on
+        validation concepts: the learning curve). Rows ``{'epoch', 'step', **scores}`` go
+        to ``validation.csv`` and ``info['curve']``; the weights are not affected, so the
+        checkpoint key ignores it. A finished checkpoint keeps the curve it was trained with.
     """
     key = checkpoint_key(dataset, features, model_config, train_config)
     folder = (Path(checkpoint_root) / str(dataset.meta["dataset"])
@@ -389,7 +396,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
                                   weight_decay=train_config.weight_decay)
     ema = EMA(model, decay=train_config.ema_decay)
-    start_epoch, losses, seconds = 0, [], 0.0
+    start_epoch, losses, seconds, curve = 0, [], 0.0, []
     partial = folder / PARTIAL
     if partial.is_file():
         state = _load(partial)
@@ -397,6 +404,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         ema.load_state_dict(state["ema_state"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, losses, seconds = state["epoch"], list(state["losses"]), state["seconds"]
+        curve = list(state["info"].get("curve", []))
         logger.info("resuming %s at epoch %d of %d", partial, start_epoch, train_config.epochs)
 
     net = model
@@ -455,16 +463,27 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         losses.append(float(stats[0] / stats[1]))
         seconds += time.perf_counter() - started
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if rank == 0 and monitor is not None and ((epoch + 1) % monitor_every == 0
+                                                 or epoch + 1 == train_config.epochs):
+            # A copy of the EMA weights is scored; the global RNG is restored afterwards so
+            # that monitoring cannot change the training trajectory.
+            with torch.random.fork_rng(devices=[]):
+                view = _from_checkpoint(_checkpoint_state(
+                    model, ema, optimizer, preprocessing, model_config, train_config, epoch + 1,
+                    losses, seconds, dataset) | {"ema": ema.shadow}, folder / PARTIAL, loaded=False)
+                scores = monitor(view)
+            curve.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
+                          **{k: float(v) for k, v in scores.items()}})
         if rank == 0:
             _save_progress(folder, model, ema, optimizer, preprocessing, model_config,
-                           train_config, epoch + 1, losses, seconds, dataset)
+                           train_config, epoch + 1, losses, seconds, dataset, curve)
     if world > 1:
         dist.barrier()
 
     ema_model = UNet1D(model_config)
     ema.copy_to(ema_model)
     state = _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_config,
-                              train_config.epochs, losses, seconds, dataset)
+                              train_config.epochs, losses, seconds, dataset, curve)
     state["ema"] = ema_model.state_dict()
     if rank == 0:
         atomic_torch_save(state, final)
@@ -473,7 +492,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
 
 
 def _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_config, epoch,
-                      losses, seconds, dataset) -> dict:
+                      losses, seconds, dataset, curve=()) -> dict:
     """``preprocessing``: the fitted signal normaliser and feature scaler, as state dicts."""
     return {"model": model.state_dict(), "ema_state": ema.state_dict(),
             "optimizer": optimizer.state_dict(), **preprocessing,
@@ -481,17 +500,23 @@ def _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_
             "epoch": epoch, "losses": losses, "seconds": seconds,
             "info": {"n_times": int(dataset.train.signals.shape[-1]),
                      "ch_names": list(dataset.ch_names), "sfreq": dataset.sfreq,
-                     "train_seconds": seconds}}
+                     "train_seconds": seconds, "curve": list(curve)}}
 
 
 def _save_progress(folder: Path, model, ema, optimizer, preprocessing, model_config, train_config,
-                   epoch, losses, seconds, dataset) -> None:
-    """Checkpoint the finished epoch (resumable) and append to ``losses.csv``."""
+                   epoch, losses, seconds, dataset, curve) -> None:
+    """Checkpoint the finished epoch (resumable); rewrite ``losses.csv`` and the monitor's
+    ``validation.csv``."""
     atomic_torch_save(_checkpoint_state(model, ema, optimizer, preprocessing, model_config,
-                                        train_config, epoch, losses, seconds, dataset),
+                                        train_config, epoch, losses, seconds, dataset, curve),
                       folder / PARTIAL)
     rows = "epoch,loss\n" + "".join(f"{i + 1},{loss:.6f}\n" for i, loss in enumerate(losses))
     atomic_write_text(folder / "losses.csv", rows)
+    if curve:
+        columns = list(curve[0])
+        text = ",".join(columns) + "\n" + "".join(
+            ",".join(f"{row[c]:.6g}" for c in columns) + "\n" for row in curve)
+        atomic_write_text(folder / "validation.csv", text)
 
 
 def _run_info(key, dataset, features, model_config, train_config, device, model, world) -> dict:
