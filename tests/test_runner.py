@@ -44,9 +44,9 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     assert path["sub-02/subject_01_overview"] == path["sub-03/subject_01_overview"]
     # A page's path is its own cost plus the longest path waiting on it, by hand:
     assert path["group/group_summary"] == 12
-    # features 11, validation 40, realism 10, summary 12, ablation 12, topography 32,
+    # features 11, validation 40, realism 10, summary 12, ablation 300, topography 32,
     # reproducibility 12 wait on the last subject page (realism 100), which waits on decoding:
-    assert path["sub-03/subject_06_realism"] == 100 + max(11, 40, 10, 12, 12, 32, 12)
+    assert path["sub-03/subject_06_realism"] == 100 + max(11, 40, 10, 12, 300, 32, 12)
     assert path["sub-03/subject_05_decoding"] == 90 + path["sub-03/subject_06_realism"]
 
 

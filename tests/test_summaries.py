@@ -240,7 +240,7 @@ def test_overview_training_and_signal_tables(run):
     assert value["Gifford lower"] < value["Gifford upper"]  # one half vs all repetitions
     assert brackets(ceilings)
     training = summaries.training_table(run)
-    assert list(training["conditioning"]) == ["cross_attention", "concat", "none"]
+    assert list(training["conditioning"]) == ["cross_attention", "concat", "film", "none"]
     assert (training["n_parameters"] > 0).all() and (training["epochs"] == 1).all()
     assert summaries.config_table(run).loc[("train", "epochs")].eq("1").all()
     assert all(len(v) == 1 for v in summaries.losses(run).values())
@@ -326,6 +326,28 @@ def test_sweeps_and_seeds(run):
     assert isinstance(plots.plot_sweep(sweep, xlabel="guidance scale"), Figure)
 
 
+def test_learning_curve_seed_ablation_and_oracle_conditioning(run):
+    # 12 x 2 images: the validation split holds a few; epochs=1 scores once (the last).
+    curve = summaries.learning_curve(run, ("cross_attention", "film"))
+    assert list(curve["conditioning"]) == ["cross_attention", "film"]
+    assert (curve["epoch"] == 1).all() and np.isfinite(curve["ridge_r"]).all()
+    assert summaries.plateau_epoch(pd.DataFrame({"epoch": [2, 4, 6], "encoding_r": [0.5, 0.99, 1.0]})) == 4
+    scores, pairs = summaries.seed_ablation(run, (0, 1), pairs=[("cross_attention", "film"),
+                                                                ("cross_attention", "ridge")])
+    assert len(scores.query("model == 'cross_attention'")) == 2
+    assert len(scores.query("model == 'ridge'")) == 1  # a baseline has no seed
+    by = scores.pivot_table(index="train_seed", columns="model", values="encoding_r")
+    expected = (by["cross_attention"] - by["film"]).mean()
+    assert pairs.loc[0, "difference"] == pytest.approx(expected)
+    assert pairs.loc[1, "difference"] == pytest.approx(
+        (by["cross_attention"] - scores.query("model == 'ridge'")["encoding_r"].iloc[0]).mean())
+    assert (pairs["p_holm"] >= pairs["p_value"]).all() and (pairs["n_seeds"] == 2).all()
+    oracle = summaries.oracle_conditioning(run, n_boot=20)
+    assert set(oracle["model"]) == {"cross_attention on true attributes", "ridge on true attributes"}
+    ridge_rows = oracle[oracle["model"] == "ridge on true attributes"]
+    np.testing.assert_allclose(ridge_rows["pct_of_ridge"], 100.0)
+
+
 def test_provenance_versions_and_commit(run, tmp_path):
     table = summaries.provenance_table(run)
     assert (table["encoder"].str.contains("random init")).all()
@@ -381,8 +403,9 @@ def test_baseline_predictions_are_saved_and_reused_by_a_new_run(run, workdir, mo
     from analysis import experiment
 
     ridge = run.prediction("ridge")
-    saved = list((workdir / "cache" / "baselines").glob("simulated-sub-1-*.npz"))
-    assert len(saved) == 1
+    # One file per (features, training data, test images): the validation run has its own.
+    saved = sorted((workdir / "cache" / "baselines").glob("simulated-sub-1-*.npz"))
+    assert saved
     again = SubjectRun("simulated", run.root, 1, PROFILE, workdir, device="cpu", progress=False)
 
     def no_refit(*args, **kwargs):
@@ -391,6 +414,7 @@ def test_baseline_predictions_are_saved_and_reused_by_a_new_run(run, workdir, mo
     monkeypatch.setattr(experiment.RidgeEncoder, "fit", no_refit)
     np.testing.assert_array_equal(again.prediction("ridge"), ridge)
     np.testing.assert_array_equal(again.prediction("train_mean"), run.prediction("train_mean"))
+    assert sorted((workdir / "cache" / "baselines").glob("simulated-sub-1-*.npz")) == saved
 
 
 def test_signals_give_every_name_the_same_shape_and_keep_real_half_out_of_the_target(run):
@@ -424,7 +448,8 @@ def test_calibration_scores_every_reference_and_model_and_give_verdicts(runs):
     assert set(scores["subject"]) == {1, 2}
     assert set(scores["check"]) == {c.name for c in CHECKS}
     one = scores[scores["subject"] == 1]
-    assert len(one) == len(CHECKS) * 10 and not one.duplicated(["generator", "check"]).any()
+    n_scored = len(summaries.REFERENCES) + len(summaries.MODELS)  # 5 references + 6 models
+    assert len(one) == len(CHECKS) * n_scored and not one.duplicated(["generator", "check"]).any()
     assert set(one["kind"]) == {"reference", "generator", "baseline"}
     verdicts = calibration.calibration_verdicts(scores)
     assert len(verdicts) == 2 * len(CHECKS) and verdicts["valid"].dtype == bool
@@ -463,13 +488,19 @@ def test_validation_run_holds_out_concepts_and_never_sees_the_test_set(run):
 def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypatch):
     sweep, chosen, test = summaries.validation_choice(run, "guidance_scale", [0.0, 1.0, 3.0],
                                                       n_boot=20)
-    assert chosen == summaries.chosen_setting(sweep) and (sweep["split"] == "validation").all()
+    assert chosen == summaries.chosen_setting(sweep, "snr_ratio")
+    assert (sweep["split"] == "validation").all()
     assert type(chosen) is float  # not numpy's: it goes into JSON next to generated signals
     steps = pd.DataFrame({"metric": "encoding_score", "setting": np.array([3, 5]),
                           "value": [0.2, 0.1]})
     assert type(summaries.chosen_setting(steps)) is int and summaries.chosen_setting(steps) == 3
-    scores = sweep.query("metric == 'encoding_score'").drop_duplicates("setting")
-    assert scores.set_index("setting").loc[chosen, "value"] == scores["value"].max()
+    # Guidance is chosen for realistic samples: the single-trial SNR nearest the recording's.
+    ratios = sweep.query("metric == 'snr_ratio'").drop_duplicates("setting").set_index("setting")
+    distance = np.abs(np.log(ratios["value"]))
+    assert distance.loc[chosen] == distance.min()
+    by_hand = pd.DataFrame({"metric": "snr_ratio", "setting": [0.0, 1.0, 3.0],
+                            "value": [0.2, 0.9, 3.0]})
+    assert summaries.chosen_setting(by_hand, "snr_ratio") == 1.0
     assert set(test["role"]) >= {"chosen on validation"} and (test["split"] == "test").all()
     # Replace the test set's signals with noise: the validation sweep, hence the choice,
     # must not move (it never reads them).
@@ -575,7 +606,7 @@ def test_realism_on_real_data_uses_real_half_and_skips_what_needs_the_simulator(
     target = means[:, None] + rng.standard_normal((20, 6, 3, 40))
     train = rng.standard_normal((30, 2, 3, 40))
     draws = {"real_half": means[:, None] + rng.standard_normal((20, 4, 3, 40))}
-    for name in ("ridge_noise", "mean_noise", "shuffled", "cross_attention", "concat", "none"):
+    for name in ("ridge_noise", "mean_noise", "shuffled", "cross_attention", "concat", "film", "none"):
         draws[name] = rng.standard_normal((20, 4, 3, 40))  # image-blind noise
     info = mne.create_info(["O1", "Oz", "O2"], 100.0, "eeg")
     dataset = SimpleNamespace(noiseless=None, meta={"dataset": "things-eeg2"}, info=info,

@@ -26,7 +26,7 @@ def condition(batch, seed=1):
     return Condition(torch.randn(batch, 8, generator=g), torch.randn(batch, 5, 6, generator=g))
 
 
-@pytest.mark.parametrize("conditioning", ["cross_attention", "concat", "none"])
+@pytest.mark.parametrize("conditioning", ["cross_attention", "concat", "film", "none"])
 @pytest.mark.parametrize("n_times", [100, 281, 7])
 def test_output_has_the_input_shape(conditioning, n_times):
     model = make(conditioning, channel_mults=(1, 2, 2))
@@ -35,7 +35,7 @@ def test_output_has_the_input_shape(conditioning, n_times):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("conditioning", ["cross_attention", "concat"])
+@pytest.mark.parametrize("conditioning", ["cross_attention", "concat", "film"])
 def test_the_condition_changes_the_output_and_dropping_it_uses_the_null(conditioning):
     model = make(conditioning)
     x, t = torch.randn(2, 17, 100), torch.tensor([500, 500])
@@ -59,8 +59,23 @@ def test_conditional_model_without_condition_says_what_to_pass():
 
 
 def test_unknown_conditioning_lists_the_choices():
-    with pytest.raises(ValueError, match="cross_attention.*concat.*none"):
-        UNet1D(UNetConfig(n_channels=17, conditioning="film"))
+    with pytest.raises(ValueError, match="cross_attention.*concat.*film.*none"):
+        UNet1D(UNetConfig(n_channels=17, conditioning="adagn"))
+
+
+def test_film_reads_only_the_pooled_embedding_and_reaches_every_level():
+    # The capacity control: tokens must not matter (that is what it controls for), and the
+    # condition enters through the timestep embedding, which every residual block reads.
+    model = make("film")
+    x, t = torch.randn(2, 17, 100), torch.tensor([500, 500])
+    a = condition(2, seed=1)
+    other_tokens = Condition(a.pooled, torch.randn_like(a.tokens))
+    torch.testing.assert_close(model(x, t, a), model(x, t, other_tokens))
+    model.train()
+    model(x, t, a).pow(2).mean().backward()
+    blocks = [b for level in (*model.down, model.mid, *model.up) for b in level.blocks]
+    assert all(b.film[1].weight.grad.abs().sum() > 0 for b in blocks)
+    assert model.film.proj[1].weight.grad.abs().sum() > 0
 
 
 def test_timestep_matters_and_embedding_is_sinusoidal():

@@ -79,6 +79,7 @@ class SubjectRun:
         self.device = device
         self.progress = progress
         self._models: dict[str, TrainedModel] = {}
+        self._monitor = None  # the validation run's learning-curve scorer
         self._references: dict[tuple, np.ndarray] = {}
         self._timings: dict[str, float] = {}
 
@@ -127,7 +128,7 @@ class SubjectRun:
             self._models[key] = pipeline.train_generator(
                 self.dataset, self.features, conditioning, self.profile,
                 self.workdir / "checkpoints", device=self.device, progress=self.progress,
-                **train_overrides)
+                monitor=self._monitor, **train_overrides)
             self._timings[f"train_{conditioning}_s"] = time.perf_counter() - start
         return self._models[key]
 
@@ -177,15 +178,34 @@ class SubjectRun:
             atomic_write(path, lambda fh: np.savez(fh, **predictions), overwrite=True)
         return predictions
 
-    def prediction(self, name: str, **sampling_changes) -> np.ndarray:
+    def conditional_mean(self, conditioning: str = "cross_attention", *,
+                         train_overrides: dict | None = None) -> np.ndarray:
+        """The generator's own mean response per test image, E[x | c] (see
+        :meth:`~analysis.training.TrainedModel.conditional_mean`), shape
+        (n_test_images, n_channels, n_times); saved next to the checkpoint."""
+        trained = self.model(conditioning, **(train_overrides or {}))
+        path = trained.path.parent / "conditional_mean.npz"
+        if path.is_file():
+            with np.load(path) as saved:
+                if list(saved["image_ids"]) == self.dataset.test.image_ids:
+                    return saved["signals"]
+        cond = match_features(self.features, self.dataset.test.image_ids)
+        mean = trained.conditional_mean(cond, device=self.device)
+        atomic_write(path, lambda fh: np.savez(fh, signals=mean,
+                                               image_ids=np.array(self.dataset.test.image_ids)),
+                     overwrite=True)
+        return mean
+
+    def prediction(self, name: str, *, train_overrides: dict | None = None) -> np.ndarray:
         """Predicted test responses ``(n_test_images, n_channels, n_times)`` of a model.
 
-        ``name`` is a conditioning (the generator's mean over its samples per image), a
-        baseline (``'ridge'``, ``'train_mean'``) or a reference (the mean of its
-        :attr:`n_signals` signals per image).
+        ``name`` is a conditioning (the generator's own conditional mean,
+        :meth:`conditional_mean`: what an encoding model predicts, free of the trial noise
+        a finite mean of its samples keeps), a baseline (``'ridge'``, ``'train_mean'``) or
+        a reference (the mean of its :attr:`n_signals` signals per image).
         """
         if name in CONDITIONINGS:
-            return self.generated(name, **sampling_changes).mean(axis=1)
+            return self.conditional_mean(name, train_overrides=train_overrides)
         if name in BASELINES:
             return self._baselines[name]
         if name in REFERENCES:
@@ -199,7 +219,8 @@ class SubjectRun:
         scored on (:func:`analysis.validation.validation_dataset`).
 
         It shares this run's features and work folder; its generators are trained on the
-        fitting concepts only (their own checkpoints, since the training data differ) and
+        fitting concepts only (their own checkpoints, since the training data differ), with
+        a learning curve on the validation concepts (:meth:`learning_curve_monitor`), and
         scored against every repetition of the validation images (no ``real_half``: its
         references other than ``ridge_noise`` / ``mean_noise`` are unavailable). The real
         test images play no part in it.
@@ -212,7 +233,23 @@ class SubjectRun:
         other.__dict__["features"] = self.features
         signals = other.dataset.test.signals
         other.__dict__["test_halves"] = (signals[:, :0], signals)
+        other._monitor = other.learning_curve_monitor()
         return other
+
+    def learning_curve_monitor(self):
+        """A training monitor: the encoding score (mean r over channel × time points, no
+        ceiling) of a model's conditional mean against :attr:`target_average`. Validation
+        runs train with it, so each of their checkpoints carries its learning curve."""
+        from .evaluation.metrics import encoding_score
+        from .evaluation.stats import mean_ignoring_nan
+
+        cond = match_features(self.features, self.dataset.test.image_ids)
+
+        def monitor(trained: TrainedModel) -> dict:
+            mean = trained.conditional_mean(cond, n_draws=4, device=self.device)
+            return {"encoding_r": mean_ignoring_nan(encoding_score(mean, self.target_average))}
+
+        return monitor
 
     # ------------------------------------------------------------------ references
 

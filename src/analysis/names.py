@@ -1,7 +1,8 @@
 """Every name a page can score, in one place: the generators, baselines and references.
 
-- generators (:data:`CONDITIONINGS`): the diffusion model with each conditioning, scored
-  through its samples (the mean of its samples where a check wants one response per image);
+- generators (:data:`CONDITIONINGS`): the diffusion model with each conditioning; where a
+  check wants one response per image it gets the model's conditional mean E[x | c] (the
+  denoiser's x̂0 at the last step), where it wants trials it gets samples;
 - baselines (:data:`BASELINES`): deterministic predictors of the mean response, ``ridge``
   on the pooled image embedding and ``train_mean`` (the training average for every image);
 - references (:data:`REFERENCES`, :mod:`analysis.references`): signals whose place in any
@@ -31,15 +32,17 @@ TIERS = {"oracle": 0, "real_half": 0, "ridge_noise": 1, "mean_noise": 2, "shuffl
 #: carry the model's own flaws, and a check blind to the image, e.g. a pooled spectrum,
 #: would then rank ``shuffled`` last for the wrong reason.)
 SHUFFLED_SOURCE = "ridge_noise"
-#: The comparisons the paper's claims rest on: its model against the ablation, the linear
-#: baseline of the field and the unconditional generator.
-PAIRS = (("cross_attention", "concat"), ("cross_attention", "ridge"),
-         ("cross_attention", "none"))
+#: The comparisons the paper's claims rest on: its model against the ablation, the
+#: capacity control (what the tokens add at equal injection), the linear baseline of the
+#: field and the unconditional generator.
+PAIRS = (("cross_attention", "concat"), ("cross_attention", "film"),
+         ("cross_attention", "ridge"), ("cross_attention", "none"))
 
 #: One line per name, for tables and legends.
 DESCRIPTIONS = {
     "cross_attention": "diffusion model, image tokens through cross-attention",
     "concat": "diffusion model, pooled embedding concatenated to the input",
+    "film": "diffusion model, pooled embedding scaling every block (FiLM; capacity control)",
     "none": "diffusion model without the image (unconditional)",
     "ridge": "ridge regression on the pooled embedding (mean predictor)",
     "train_mean": "the training average for every image (mean predictor)",

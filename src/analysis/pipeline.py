@@ -70,12 +70,17 @@ def image_encoder_for(encoder: EncoderConfig, device: str | None = None) -> Feat
 
 def train_generator(dataset: EpochedDataset, features: ImageFeatures, conditioning: str,
                     profile: Profile, checkpoint_root: str | Path, *, device: str | None = None,
-                    progress: bool = True, **train_overrides) -> TrainedModel:
-    """Train (or load) the profile's generator with the given conditioning."""
+                    progress: bool = True, monitor=None, **train_overrides) -> TrainedModel:
+    """Train (or load) the profile's generator with the given conditioning.
+
+    ``monitor`` (see :func:`~analysis.training.train_or_load`) scores the weights about 12
+    times over the run: the learning curve.
+    """
     model_config = model_config_for(dataset, features, conditioning, **profile.unet)
     train_config = TrainConfig(**{**profile.train, **train_overrides})
     return train_or_load(dataset, features, model_config, train_config, checkpoint_root,
-                         device=device, progress=progress)
+                         device=device, progress=progress, monitor=monitor,
+                         monitor_every=max(1, train_config.epochs // 12))
 
 
 def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: ImageFeatures,

@@ -108,13 +108,29 @@ def plot_losses(losses: Mapping[str, Sequence[float]]) -> Figure:
     return fig
 
 
+def plot_learning_curve(curve: pd.DataFrame, chosen_epochs: int | None = None) -> Figure:
+    """Validation encoding score of each generator's conditional mean against epochs, with
+    ridge's score on the same images as a dashed line (rows of
+    :func:`~analysis.summaries.learning_curve`); a dotted line at ``chosen_epochs``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), layout="constrained")
+    for name, rows in curve.groupby("conditioning", sort=False):
+        ax.plot(rows["epoch"], rows["encoding_r"], marker="o", ms=3, label=name)
+    ax.axhline(curve["ridge_r"].iloc[0], color="0.3", ls="--", lw=1, label="ridge")
+    if chosen_epochs is not None:
+        ax.axvline(chosen_epochs, color="0.5", ls=":", lw=1, label="profile epochs")
+    ax.set(xlabel="epoch", ylabel="validation encoding r", title="learning curve")
+    ax.legend(fontsize="small")
+    sns.despine(ax=ax)
+    return fig
+
+
 def plot_example_waveforms(run: SubjectRun, models: Sequence[str] = ("cross_attention", "ridge"),
                            n_images: int = 3, channels: Sequence[str] | None = None) -> Figure:
     """Real vs predicted waveforms for a few test images (rows) at a few channels (columns).
 
     Grey band: real mean ± 1 SEM over test repetitions; black: the real mean; dashed:
     the noiseless truth (simulated data); coloured: each model's prediction (for a
-    generator, the mean of its samples, with its individual samples as faint lines).
+    generator, its conditional mean, with four of its samples as faint lines).
     """
     channels = list(channels or example_channels(run))
     picks = [run.dataset.ch_names.index(c) for c in channels]
@@ -123,7 +139,7 @@ def plot_example_waveforms(run: SubjectRun, models: Sequence[str] = ("cross_atte
     times = 1e3 * run.dataset.times
     noiseless = run.dataset.noiseless["test"] if run.dataset.noiseless is not None else None
     predictions = {m: prediction(run, m) for m in models}
-    samples = {m: run.generated(m) for m in models if m in CONDITIONINGS}
+    samples = {m: run.generated(m)[:, :4] for m in models if m in CONDITIONINGS}
     fig, axes = plt.subplots(len(images), len(picks), figsize=(4.2 * len(picks), 2.3 * len(images)),
                              sharex=True, squeeze=False, layout="constrained")
     for row, image in enumerate(images):
@@ -211,7 +227,8 @@ def plot_group_bars(values: pd.DataFrame, quantities: Sequence[str], *,
 def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", "paper_r"),
                x: str = "setting", *, ceiling_method: str | None = None,
                xlabel: str | None = None, chosen=None) -> Figure:
-    """Fidelity metrics against a swept setting (one panel each), with bootstrap CIs.
+    """Fidelity metrics against a swept setting (one panel each), with bootstrap CIs
+    (``snr_ratio``: the samples' single-trial SNR over the recording's, log scale).
 
     Parameters
     ----------
@@ -242,6 +259,11 @@ def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", 
             ax.axhline(ceiling, color="0.5", ls="--", lw=1)
             ax.annotate(f"{method} ceiling", (1.0, ceiling), xycoords=("axes fraction", "data"),
                         ha="right", va="bottom", fontsize="small", color="0.4")
+        if metric == "snr_ratio":  # a ratio to the recording: 1 is right, on a log scale
+            ax.axhline(1.0, color="0.5", ls="--", lw=1)
+            ax.annotate("recording", (1.0, 1.0), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize="small", color="0.4")
+            ax.set_yscale("log")
         ax.set_xticks(sorted(rows[x].unique()))
         if chosen is not None:
             ax.axvline(chosen, color="C3", ls=":", lw=1.5)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ from .data.images import CONTINUOUS_RANGES, HUES, SHAPES, TEXTURES
 from .evaluation.metrics import encoding_score
 from .evaluation.stats import mean_ignoring_nan
 from .models.baselines import RidgeEncoder
+
+if TYPE_CHECKING:
+    from .encoders import ImageFeatures
 
 #: Categorical columns of the simulator's attribute table (one-hot coded).
 CATEGORICAL_ATTRIBUTES = ("shape", "hue", "texture")
@@ -68,6 +71,49 @@ def attribute_features(table: pd.DataFrame) -> np.ndarray:
         else:
             columns.append(values[:, None])
     return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def oracle_image_features(dataset) -> ImageFeatures:
+    """The simulator's true attributes of every training and test image, as features a
+    generator can be conditioned on ("oracle conditioning").
+
+    ``pooled`` is :func:`attribute_features` (what ridge on the true attributes reads); the
+    token sequence is that same vector as one token, so every conditioning sees exactly the
+    same information. A generator trained on these shows what training can reach when the
+    features hold everything the simulator used.
+
+    Parameters
+    ----------
+    dataset : EpochedDataset
+        Simulated data (its ``meta['image_attributes']`` names the attribute table).
+
+    Returns
+    -------
+    ImageFeatures
+        Rows in the order train ids, then test ids; ``meta['model']`` is
+        ``'true attributes (oracle)'``.
+
+    Raises
+    ------
+    ValueError
+        The dataset has no attribute table (real recordings).
+    """
+    import hashlib
+
+    from .encoders import ImageFeatures
+
+    table = dataset.meta.get("image_attributes")
+    if not table or not Path(table).is_file():
+        raise ValueError(f"{dataset.meta.get('dataset')} sub-{dataset.meta.get('subject')}: "
+                         "oracle conditioning needs the simulator's image_attributes.csv")
+    ids = list(dataset.train.image_ids) + list(dataset.test.image_ids)
+    attributes = pd.read_csv(table).set_index("image_id")
+    pooled = attribute_features(attributes.loc[ids].reset_index())
+    digest = hashlib.sha256(pooled.tobytes() + "\n".join(ids).encode()).hexdigest()[:16]
+    name = "true attributes (oracle)"
+    return ImageFeatures(ids, pooled, pooled[:, None, :].astype(np.float16),
+                         {"model": name, "label": name, "weights_digest": digest,
+                          "cache_key": f"oracle-{digest}", "random_init": False})
 
 
 def validation_score(features: np.ndarray, responses: np.ndarray, mask: np.ndarray) -> float:

@@ -43,15 +43,16 @@ GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_realism", "group
 # Group pages that read the first subject only, mapped to the last of its pages they need:
 # they may start while the other subjects' pages are still executing.
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
-# Seconds each page took in the default-profile book on 2 CPU cores, two pages at a time
-# with one thread each (2026-12-01); used only to order the work (longest remaining chain
+# Seconds each page takes in the default-profile book on 2 CPU cores, two pages at a time
+# with one thread each (2026-12-01; training, sampling and ablation estimated from the
+# converged recipe of 2026-12-02); used only to order the work (longest remaining chain
 # first), never to judge it.
-TYPICAL_SECONDS = {"subject_01_overview": 60, "subject_02_training": 175,
+TYPICAL_SECONDS = {"subject_01_overview": 60, "subject_02_training": 660,
                    "subject_03_fidelity": 100, "subject_04_topography": 32,
                    "subject_05_decoding": 90, "subject_06_realism": 100,
                    "group_features": 11, "group_validation": 40, "group_realism": 10,
-                   "group_summary": 12, "group_ablation": 12, "group_sampling": 460, "group_topography": 32,
-                   "group_reproducibility": 12}
+                   "group_summary": 12, "group_ablation": 300, "group_sampling": 1300,
+                   "group_topography": 32, "group_reproducibility": 12}
 # Honoured by torch (OpenMP) and the BLAS libraries when a kernel starts.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 DATASET_TITLES = {"simulated": "Built-in simulated dataset", "things-eeg2": "THINGS-EEG2",

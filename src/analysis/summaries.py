@@ -15,7 +15,8 @@ is missing (through its cached ``SubjectRun``) instead of failing.
 Model names
 -----------
 Those of :mod:`analysis.names`: the generators ``'cross_attention'``, ``'concat'``,
-``'none'`` (the mean over their samples per test image), the baselines ``'ridge'``,
+``'film'``, ``'none'`` (their prediction is the model's conditional mean, E[x | c]; their
+signals are samples), the baselines ``'ridge'``,
 ``'train_mean'``, the reference generators (``'oracle'``, ``'real_half'``,
 ``'ridge_noise'``, ``'mean_noise'``, ``'shuffled'``; the mean of their
 :attr:`~analysis.experiment.SubjectRun.n_signals` signals) and, for simulated data only,
@@ -35,7 +36,8 @@ from .names import MODELS, PAIRS, PER_IMAGE_MODELS, REFERENCES
 from .pages.common import (ATTRIBUTES_KEY, prediction, shown, with_noiseless, example_images,
                            example_channels, window_bounds, window_maps)
 from .pages.overview import (design_table, noise_ceilings, ceiling_table)
-from .pages.training import (checkpoint_record, training_table, config_table, losses)
+from .pages.training import (checkpoint_record, training_table, config_table, losses,
+                             learning_curve, plateau_epoch, oracle_conditioning)
 from .pages.fidelity import (fidelity_table, score_predictions, readout_predictions,
                              readout_table, paired_tests)
 from .pages.decoding import (identification_mask, identify, identification_table,
@@ -48,7 +50,8 @@ from .pages.realism import (PROBES, realism_generators, probe_signals, realism_s
                             realism_validity, realism_dataset_validity, realism_display,
                             realism_summary, realism_findings, variability_by_image,
                             realism_headline, realism_group_table, realism_group_findings)
-from .pages.sampling import (sampling_sweep, chosen_setting, validation_choice, seed_table)
+from .pages.sampling import (CRITERIA, sampling_sweep, chosen_setting, validation_choice,
+                             seed_table, seed_ablation)
 from .pages.group import (RANGES, group_mean_table, preferred_ceiling, headline_values,
                           HEADLINE_CHECKS, headline_csv)
 from .pages.display import (readout_display, readout_findings, fidelity_by_model,
@@ -61,6 +64,7 @@ __all__ = [
     "ATTRIBUTES_KEY", "prediction", "shown", "with_noiseless", "example_images",
     "example_channels", "window_bounds", "window_maps", "design_table", "noise_ceilings",
     "ceiling_table", "checkpoint_record", "training_table", "config_table", "losses",
+    "learning_curve", "plateau_epoch", "oracle_conditioning", "CRITERIA", "seed_ablation",
     "fidelity_table", "score_predictions", "readout_predictions", "readout_table", "paired_tests",
     "identification_mask", "identify", "identification_table", "plausibility_table",
     "image_attribute", "transfer_table", "spectra", "grand_averages", "signal_statistics_table",

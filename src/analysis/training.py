@@ -41,7 +41,7 @@ from .provenance import package_versions
 from .data.contract import EpochedDataset
 from .devices import select_device
 from .encoders import ImageFeatures
-from .models.conditioning import Condition, FeatureScaler
+from .models.conditioning import Condition, FeatureScaler, inputs_for
 from .ema import EMA
 from .models.diffusion import GaussianDiffusion, make_sampler, make_schedule
 from .models.unet1d import UNet1D, UNetConfig
@@ -61,7 +61,11 @@ class TrainConfig:
     """Optimisation and diffusion settings (hashed into the checkpoint key).
 
     ``targets='trials'`` trains on single trials (the generator learns the trial
-    distribution); ``'average'`` on repetition-averaged training responses.
+    distribution); ``'average'`` on repetition-averaged training responses. With
+    ``targets='average'`` and ``trial_epochs = k > 0`` the last ``k`` of the ``epochs`` train
+    on single trials: averages teach the conditional mean (E[average | c] = E[trial | c])
+    at 1 / n_reps of the cost per epoch, the trial epochs then teach the trial
+    distribution around it; the data are normalised as single trials throughout.
     """
 
     epochs: int = 40
@@ -85,12 +89,28 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.995
     targets: str = "trials"
+    trial_epochs: int = 0
     seed: int = 0
 
     def __post_init__(self):
         # Checked here, not at the first decayed step: a typo should fail before training.
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got '{self.lr_decay}'")
+        if not 0 <= self.trial_epochs <= self.epochs:
+            raise ValueError(f"trial_epochs must lie in 0..epochs ({self.epochs}), "
+                             f"got {self.trial_epochs}")
+        if self.trial_epochs and self.targets != "average":
+            raise ValueError("trial_epochs: the last epochs switch from averages to single "
+                             f"trials, so targets must be 'average', got '{self.targets}'")
+
+    def targets_at(self, epoch: int) -> str:
+        """What epoch ``epoch`` (0-based) trains on: ``'trials'`` or ``'average'``."""
+        return "trials" if epoch >= self.epochs - self.trial_epochs else self.targets
+
+    @property
+    def final_targets(self) -> str:
+        """What the finished model generates: single trials or averages."""
+        return self.targets_at(self.epochs - 1) if self.epochs else self.targets
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -240,7 +260,8 @@ class TrainedModel:
         n_images = len(cond)
         n_channels, n_times = self.model_config.n_channels, self.info["n_times"]
         generator = torch.Generator(device).manual_seed(seed)
-        use_cond = None if self.conditioning == "none" else self.feature_scaler(cond).repeat(n_samples)
+        use_cond = (None if self.conditioning == "none" else
+                    self.feature_scaler(inputs_for(cond, self.conditioning)).repeat(n_samples))
         total = n_images * n_samples
         out = []
         for start in tqdm(range(0, total, batch_size), disable=not progress, desc="generating"):
@@ -273,7 +294,8 @@ class TrainedModel:
         model = self.model.to(device).eval()
         diffusion, last = self.diffusion, self.diffusion.n_steps - 1
         n_channels, n_times = self.model_config.n_channels, self.info["n_times"]
-        use_cond = None if self.conditioning == "none" else self.feature_scaler(cond)
+        use_cond = (None if self.conditioning == "none" else
+                    self.feature_scaler(inputs_for(cond, self.conditioning)))
         generator = torch.Generator(device).manual_seed(seed)
         out = []
         for start in range(0, len(cond), batch_size):
@@ -385,10 +407,13 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     device = select_device(device)
     model, diffusion = _build(model_config, train_config)
     model.to(device)
-    x_all, image_of = _training_examples(dataset, train_config.targets)
-    normalizer = Normalizer.fit(x_all)
-    x_all = normalizer.forward(x_all)
-    cond_all = match_features(features, dataset.train.image_ids)
+    # Normalised as what the finished model generates (see TrainConfig.trial_epochs).
+    normalizer = Normalizer.fit(_training_examples(dataset, train_config.final_targets)[0])
+    examples = {kind: _training_examples(dataset, kind)
+                for kind in {train_config.targets_at(e) for e in range(train_config.epochs)}}
+    examples = {kind: (normalizer.forward(x), image) for kind, (x, image) in examples.items()}
+    cond_all = inputs_for(match_features(features, dataset.train.image_ids),
+                          model_config.conditioning)
     feature_scaler = FeatureScaler.fit(cond_all)
     cond_all = feature_scaler(cond_all)
     preprocessing = {"normalizer": normalizer.state(), "feature_scaler": feature_scaler.state()}
@@ -416,14 +441,19 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     # Every rank trains on the same number of examples, hence takes the same number of
     # optimiser steps: DDP's gradient all-reduce would otherwise wait forever for the rank
     # with one step fewer. The few examples left over differ from epoch to epoch.
-    per_rank = len(x_all) // world
-    if per_rank < 1:
-        raise ValueError(f"{len(x_all)} training examples cannot be shared by {world} processes")
-    steps_per_epoch = -(-per_rank // train_config.batch_size)
-    total_steps = train_config.epochs * steps_per_epoch
+    smallest = min(len(x) for x, _ in examples.values())
+    if smallest // world < 1:
+        raise ValueError(f"{smallest} training examples cannot be shared by {world} processes")
+
+    def steps_in(epoch: int) -> int:
+        per_rank = len(examples[train_config.targets_at(epoch)][0]) // world
+        return -(-per_rank // train_config.batch_size)
+
+    steps_before = np.cumsum([0] + [steps_in(e) for e in range(train_config.epochs)])
+    total_steps = int(steps_before[-1])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, train_config),
-        last_epoch=start_epoch * steps_per_epoch - 1)
+        last_epoch=int(steps_before[start_epoch]) - 1)
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "config.json", json.dumps(_run_info(
@@ -435,6 +465,8 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     for epoch in bar:
         started = time.perf_counter()
         g = torch.Generator().manual_seed(train_config.seed * 100_003 + epoch)
+        x_all, image_of = examples[train_config.targets_at(epoch)]
+        per_rank = len(x_all) // world
         order = torch.randperm(len(x_all), generator=g)[:per_rank * world][rank::world]
         # Timesteps, noise and condition dropout: the diffusion draws them from this stream.
         noise_g = torch.Generator(device).manual_seed(train_config.seed * 100_003 + epoch + rank)
@@ -472,7 +504,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
                     model, ema, optimizer, preprocessing, model_config, train_config, epoch + 1,
                     losses, seconds, dataset) | {"ema": ema.shadow}, folder / PARTIAL, loaded=False)
                 scores = monitor(view)
-            curve.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
+            curve.append({"epoch": epoch + 1, "step": int(steps_before[epoch + 1]),
                           **{k: float(v) for k, v in scores.items()}})
         if rank == 0:
             _save_progress(folder, model, ema, optimizer, preprocessing, model_config,

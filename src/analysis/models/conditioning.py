@@ -4,6 +4,11 @@
   attend to a context sequence made of the CLIP visual tokens plus the pooled embedding.
 - ``concat`` (the paper's ablation): the pooled embedding is projected to a few feature
   maps, broadcast over time and concatenated to the network input.
+- ``film`` (the capacity control): the pooled embedding is projected into the timestep
+  embedding, so it scales and shifts every residual block at every level — as often as
+  cross-attention injects the condition, with a path of similar size, but without the
+  tokens. ``cross_attention`` vs ``film`` measures what the tokens add; ``film`` vs
+  ``concat`` what injecting at every level adds.
 - ``none``: unconditional.
 
 Classifier-free guidance needs the same network to run without a condition: each
@@ -76,6 +81,9 @@ class FeatureScaler:
         if len(cond) < 2:
             raise ValueError(f"FeatureScaler.fit needs at least 2 images, got {len(cond)}")
         pooled, tokens = cond.pooled.float(), cond.tokens.float()
+        if tokens.shape[1] == 0:  # no token sequence (see inputs_for): nothing to scale
+            empty = tokens.new_zeros(tokens.shape[1:])
+            return cls(pooled.mean(0), pooled.std(0) + eps, empty, empty + 1)
         return cls(pooled.mean(0), pooled.std(0) + eps, tokens.mean(0), tokens.std(0) + eps)
 
     def __call__(self, cond: Condition) -> Condition:
@@ -90,6 +98,15 @@ class FeatureScaler:
     def state(self) -> dict:
         return {"pooled_mean": self.pooled_mean, "pooled_std": self.pooled_std,
                 "tokens_mean": self.tokens_mean, "tokens_std": self.tokens_std}
+
+
+def inputs_for(cond: Condition, conditioning: str) -> Condition:
+    """``cond`` with only what ``conditioning`` reads: the token sequence is kept for
+    cross-attention alone (for the others it is emptied to shape (batch, 0, token_dim), which
+    saves gathering and scaling ~49 × token_dim numbers per training example)."""
+    if check_conditioning(conditioning) == "cross_attention":
+        return cond
+    return Condition(cond.pooled, cond.tokens[:, :0])
 
 
 def check_conditioning(name: str) -> str:
@@ -155,3 +172,20 @@ class CrossAttention(nn.Module):
         q = self.norm(x).transpose(1, 2)  # (batch, time, channels)
         out, _ = self.attn(q, context, context, need_weights=False)
         return x + out.transpose(1, 2)
+
+
+class FiLMEncoder(nn.Module):
+    """Pooled embedding → a vector added to the timestep embedding ``(batch, t_dim)``.
+
+    Every residual block turns the timestep embedding into a per-channel scale and shift
+    (FiLM, Perez et al. 2018), so the condition reaches all levels of the U-Net.
+    """
+
+    def __init__(self, embed_dim: int, t_dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, t_dim), nn.SiLU(),
+                                  nn.Linear(t_dim, t_dim))
+        self.null = nn.Parameter(torch.zeros(1, t_dim))
+
+    def forward(self, cond: Condition, drop_cond: torch.Tensor | None) -> torch.Tensor:
+        return _drop(self.proj(cond.pooled), self.null, drop_cond)

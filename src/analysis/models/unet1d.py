@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import (ConcatEncoder, Condition, ContextEncoder, CrossAttention,
-                           check_conditioning)
+                           FiLMEncoder, check_conditioning)
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ class UNet1D(nn.Module):
                                        config.n_tokens)
                         if conditioning == "cross_attention" else None)
         self.concat = ConcatEncoder(config.embed_dim, config.concat_maps) if conditioning == "concat" else None
+        self.film = FiLMEncoder(config.embed_dim, t_dim) if conditioning == "film" else None
         ctx = config.context_dim if self.context is not None else None
         extra = config.concat_maps if self.concat is not None else 0
         self.stem = nn.Conv1d(config.n_channels + extra, c, 3, padding=1)
@@ -166,7 +167,8 @@ class UNet1D(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None,
                 drop_cond: torch.Tensor | None = None) -> torch.Tensor:
         n_times = x.shape[-1]
-        if (self.context is not None or self.concat is not None) and cond is None:
+        if (self.context is not None or self.concat is not None or self.film is not None) \
+                and cond is None:
             # Unconditional pass of a conditional model: use the null condition everywhere.
             raise ValueError("this model is conditional: pass cond (and drop_cond=True rows "
                              "for the unconditional branch of guidance)")
@@ -176,6 +178,8 @@ class UNet1D(nn.Module):
         if pad:
             x = F.pad(x, (0, pad), mode="replicate")
         t_emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))
+        if self.film is not None:
+            t_emb = t_emb + self.film(cond, drop_cond)
         context = self.context(cond, drop_cond) if self.context is not None else None
 
         h = self.stem(x)

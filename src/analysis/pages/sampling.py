@@ -21,10 +21,18 @@ def _fidelity_rows(run: SubjectRun, pred: np.ndarray, n_boot: int, seed: int) ->
     return table[table["metric"] != "paper_mse"]
 
 
+#: What each sampling setting is chosen for on the validation concepts. The generator's
+#: mean prediction is its conditional mean, which no sampling setting changes; the
+#: settings serve the *samples*: guidance is chosen so that their single-trial SNR is the
+#: recording's (``snr_ratio`` nearest 1: neither caricatures nor pure noise), the number of
+#: steps for the encoding score of their mean.
+CRITERIA = {"guidance_scale": "snr_ratio", "steps": "encoding_score"}
+
+
 def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
                    conditioning: str = "cross_attention", *, n_boot: int = 500,
                    seed: int = 0) -> pd.DataFrame:
-    """Fidelity of one generator as one sampling setting varies (e.g. guidance, steps).
+    """Fidelity and realism of one generator's samples as one sampling setting varies.
 
     Parameters
     ----------
@@ -37,19 +45,38 @@ def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
     Returns
     -------
     pandas.DataFrame
-        ``fidelity_summary`` rows for ``paper_r`` and ``encoding_score`` with
-        ``parameter`` and ``setting`` columns.
+        ``fidelity_summary`` rows (``paper_r``, ``encoding_score``) of the mean of the
+        samples per image, and a ``snr_ratio`` row: the samples' single-trial SNR over the
+        recording's (:func:`~analysis.evaluation.realism.single_trial_snr`; 1 = as noisy as
+        real trials), with ``parameter`` and ``setting`` columns.
     """
-    frames = [_fidelity_rows(run, run.prediction(conditioning, **{parameter: v}), n_boot, seed)
-              .assign(parameter=parameter, setting=v) for v in values]
+    from ..evaluation.realism import single_trial_snr
+
+    real_snr = single_trial_snr(run.target)
+    frames = []
+    for v in values:
+        samples = run.generated(conditioning, **{parameter: v})
+        rows = _fidelity_rows(run, samples.mean(axis=1), n_boot, seed)
+        ratio = single_trial_snr(samples) / real_snr
+        snr = pd.DataFrame([{**row.to_dict(), "metric": "snr_ratio", "value": ratio,
+                             "ci_low": np.nan, "ci_high": np.nan, "ceiling": np.nan,
+                             "pct_of_ceiling": np.nan}
+                            for _, row in rows.drop_duplicates("ceiling_method").iterrows()])
+        frames.append(pd.concat([rows, snr], ignore_index=True).assign(parameter=parameter,
+                                                                       setting=v))
     return pd.concat(frames, ignore_index=True)
 
 
-def chosen_setting(sweep: pd.DataFrame) -> object:
-    """The setting of a :func:`sampling_sweep` with the highest encoding score (the first
-    one on ties, in the order tried)."""
-    rows = sweep[sweep["metric"] == "encoding_score"].drop_duplicates("setting")
-    value = rows.loc[rows["value"].idxmax(), "setting"]
+def chosen_setting(sweep: pd.DataFrame, metric: str = "encoding_score") -> object:
+    """The setting of a :func:`sampling_sweep` that is best by ``metric``: the highest
+    ``encoding_score``, or the ``snr_ratio`` nearest 1 (on a log scale); the first one on
+    ties, in the order tried."""
+    rows = sweep[sweep["metric"] == metric].drop_duplicates("setting")
+    if metric == "snr_ratio":
+        distance = np.abs(np.log(np.clip(rows["value"].to_numpy(float), 1e-12, None)))
+        value = rows["setting"].iloc[int(np.argmin(distance))]
+    else:
+        value = rows.loc[rows["value"].idxmax(), "setting"]
     return value.item() if isinstance(value, np.generic) else value  # a plain number for JSON
 
 
@@ -59,8 +86,8 @@ def validation_choice(run: SubjectRun, parameter: str, values: Sequence,
     """Choose a sampling setting on the validation concepts, then score the test set once.
 
     The sweep runs on :attr:`~analysis.experiment.SubjectRun.validation` (a generator
-    trained without the validation concepts, scored on them); the setting with the highest
-    encoding score there is chosen (:func:`chosen_setting`). Only then is the test set
+    trained without the validation concepts, scored on them); the setting that is best
+    there by :data:`CRITERIA` is chosen (:func:`chosen_setting`). Only then is the test set
     scored, at the chosen setting and at the profile's own, so the two can be compared.
 
     Returns
@@ -75,7 +102,7 @@ def validation_choice(run: SubjectRun, parameter: str, values: Sequence,
     """
     sweep = sampling_sweep(run.validation, parameter, values, conditioning, n_boot=n_boot,
                            seed=seed).assign(split="validation")
-    chosen = chosen_setting(sweep)
+    chosen = chosen_setting(sweep, CRITERIA.get(parameter, "encoding_score"))
     default = getattr(run.profile.sampling, parameter)
     roles = {chosen: "chosen on validation"}
     roles.setdefault(default, "profile default")
@@ -105,3 +132,54 @@ def seed_table(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
         pred = run.prediction(conditioning, train_overrides=overrides)
         frames.append(_fidelity_rows(run, pred, n_boot, seed).assign(train_seed=s))
     return pd.concat(frames, ignore_index=True)
+
+
+def seed_ablation(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
+                  pairs: Sequence[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The conditioning ablation over training seeds: each generator retrained per seed.
+
+    The unit is the training seed: a difference between two conditionings counts only if
+    it beats the spread that retraining alone produces. Per seed, each model's encoding
+    score (mean r over channel × time points of its conditional mean against the target
+    average) is computed; a pair's per-seed differences get a Student-t CI and a
+    one-sample t-test, Holm-adjusted over the pairs. Baselines (``ridge``) have no seed:
+    the same prediction is subtracted for every seed.
+
+    Returns
+    -------
+    scores : pandas.DataFrame
+        ``model``, ``train_seed``, ``encoding_r`` (one row per model and seed).
+    pairs : pandas.DataFrame
+        ``model_a``, ``model_b``, ``n_seeds``, ``difference`` (mean of A − B; positive favours
+        A), ``ci_low``, ``ci_high``, ``p_value``, ``p_holm``.
+    """
+    from scipy import stats as scipy_stats
+
+    from ..evaluation.metrics import encoding_score
+    from ..evaluation.stats import holm, mean_ignoring_nan, t_interval
+    from ..names import CONDITIONINGS, PAIRS
+
+    pairs = list(PAIRS if pairs is None else pairs)
+    models = list(dict.fromkeys(m for pair in pairs for m in pair))
+    default = run.profile.train.get("seed", 0)
+    rows = []
+    for model in models:
+        for s in (seeds if model in CONDITIONINGS else seeds[:1]):
+            overrides = {} if s == default else {"seed": s}
+            pred = (run.prediction(model, train_overrides=overrides) if model in CONDITIONINGS
+                    else run.prediction(model))
+            rows.append(dict(model=model, train_seed=s,
+                             encoding_r=mean_ignoring_nan(encoding_score(pred, run.target_average))))
+    scores = pd.DataFrame(rows)
+    by = scores.pivot_table(index="train_seed", columns="model", values="encoding_r")
+    by = by.reindex(list(seeds)).ffill()  # a baseline's one value stands for every seed
+    out = []
+    for a, b in pairs:
+        diff = (by[a] - by[b]).to_numpy(float)
+        mean, low, high = t_interval(diff)
+        p = float(scipy_stats.ttest_1samp(diff, 0.0).pvalue) if len(diff) > 1 else np.nan
+        out.append(dict(model_a=a, model_b=b, n_seeds=len(diff), difference=mean,
+                        ci_low=low, ci_high=high, p_value=p))
+    table = pd.DataFrame(out)
+    table["p_holm"] = holm(table["p_value"])
+    return scores, table

@@ -68,3 +68,83 @@ def config_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) 
 def losses(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) -> dict[str, list[float]]:
     """Mean training loss per epoch of each conditioning (train-or-load)."""
     return {c: list(run.model(c).losses) for c in conditionings}
+
+
+def learning_curve(run: SubjectRun, conditionings: Sequence[str] = ("cross_attention",)
+                   ) -> pd.DataFrame:
+    """Validation learning curves: each generator trained on the fitting concepts, its
+    conditional mean scored on the validation concepts about 12 times during training.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (conditioning, scored epoch): ``epoch``, ``step`` (optimiser steps so
+        far), ``encoding_r`` (mean r over channel × time points against the validation
+        averages, no ceiling) and ``ridge_r``, ridge's score on the same images from the
+        same features (the bar the generator's mean is judged against).
+    """
+    from ..evaluation.metrics import encoding_score
+    from ..evaluation.stats import mean_ignoring_nan
+
+    val = run.validation
+    ridge = mean_ignoring_nan(encoding_score(val.prediction("ridge"), val.target_average))
+    frames = []
+    for conditioning in conditionings:
+        curve = val.model(conditioning).info.get("curve", [])
+        if not curve:
+            raise ValueError(f"{conditioning}: its validation checkpoint has no learning curve "
+                             f"({val.model(conditioning).path.parent}); it was trained without "
+                             "a monitor: delete the folder to retrain it")
+        frames.append(pd.DataFrame(curve).assign(conditioning=conditioning, ridge_r=ridge))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plateau_epoch(curve: pd.DataFrame, share: float = 0.98) -> int:
+    """The first scored epoch whose ``encoding_r`` reaches ``share`` of the curve's best:
+    where more training stops paying (one conditioning's rows of :func:`learning_curve`)."""
+    values = curve["encoding_r"].to_numpy(float)
+    best = np.nanmax(values)
+    reached = np.flatnonzero(values >= share * best)
+    return int(curve["epoch"].iloc[reached[0]])
+
+
+def oracle_conditioning(run: SubjectRun, conditioning: str = "cross_attention", *,
+                        n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Is training the bottleneck? The generator conditioned on the simulator's true image
+    attributes against ridge on the same attributes (simulated data only).
+
+    Both read the same design matrix (:func:`~analysis.readouts.oracle_image_features`),
+    so a generator far below ridge here is limited by its training, not its features.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``fidelity_summary`` rows (``paper_r``, ``encoding_score``) for ``model``
+        ``'<conditioning> on true attributes'`` (its conditional mean) and ``'ridge on true
+        attributes'``, with ``pct_of_ridge``: the generator's value as % of ridge's.
+    """
+    from ..evaluation.metrics import fidelity_summary
+    from ..models.baselines import RidgeEncoder
+    from ..pipeline import train_generator
+    from ..readouts import oracle_image_features
+    from ..training import match_features
+
+    oracle = oracle_image_features(run.dataset)
+    trained = train_generator(run.dataset, oracle, conditioning, run.profile,
+                              run.workdir / "checkpoints", device=run.device, progress=run.progress)
+    test_cond = match_features(oracle, run.dataset.test.image_ids)
+    train_x = match_features(oracle, run.dataset.train.image_ids).pooled.numpy()
+    ridge = RidgeEncoder().fit(train_x, run.dataset.train.average()).predict(test_cond.pooled.numpy())
+    noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
+    frames = []
+    for name, pred in ((f"{conditioning} on true attributes",
+                        trained.conditional_mean(test_cond, device=run.device)),
+                       ("ridge on true attributes", ridge)):
+        table = fidelity_summary(pred, run.target, noiseless, n_boot=n_boot, seed=seed)
+        frames.append(table[table["metric"].isin(["paper_r", "encoding_score"])].assign(model=name))
+    table = pd.concat(frames, ignore_index=True)
+    ridge_rows = table[table["model"] == "ridge on true attributes"].set_index(
+        ["metric", "ceiling_method"])["value"]
+    table["pct_of_ridge"] = [100 * v / ridge_rows[(m, c)] for v, m, c in
+                             zip(table["value"], table["metric"], table["ceiling_method"])]
+    return table
