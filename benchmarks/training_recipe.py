@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 from analysis.config import get_profile
-from analysis.evaluation.metrics import encoding_score, fidelity_summary
+from analysis.evaluation.metrics import fidelity_summary, mean_encoding_score
 from analysis.evaluation.realism import single_trial_snr, variability_tests
-from analysis.evaluation.stats import mean_ignoring_nan
 from analysis.experiment import SubjectRun, ensure_dataset
 from analysis.provenance import package_versions
 
@@ -49,8 +48,7 @@ def score_variant(run: SubjectRun, conditioning: str, train: dict, n_samples: in
     return {"conditioning": conditioning, "train": train,
             "encoding_r": round(float(row["value"]), 4),
             "encoding_pct_ceiling": round(float(row["pct_of_ceiling"]), 1),
-            "ridge_r": round(float(mean_ignoring_nan(encoding_score(val.prediction("ridge"),
-                                                                    val.target_average))), 4),
+            "ridge_r": round(mean_encoding_score(val.prediction("ridge"), val.target_average), 4),
             "snr_ratio": round(single_trial_snr(samples) / single_trial_snr(val.target), 2),
             "spread": round(float(spread), 3), "train_seconds": round(float(seconds), 1),
             "optimiser_steps": trained.info["curve"][-1]["step"] if trained.info["curve"] else None,

@@ -240,14 +240,13 @@ class SubjectRun:
         """A training monitor: the encoding score (mean r over channel × time points, no
         ceiling) of a model's conditional mean against :attr:`target_average`. Validation
         runs train with it, so each of their checkpoints carries its learning curve."""
-        from .evaluation.metrics import encoding_score
-        from .evaluation.stats import mean_ignoring_nan
+        from .evaluation.metrics import mean_encoding_score
 
         cond = match_features(self.features, self.dataset.test.image_ids)
 
         def monitor(trained: TrainedModel) -> dict:
             mean = trained.conditional_mean(cond, n_draws=4, device=self.device)
-            return {"encoding_r": mean_ignoring_nan(encoding_score(mean, self.target_average))}
+            return {"encoding_r": mean_encoding_score(mean, self.target_average)}
 
         return monitor
 

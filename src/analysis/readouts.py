@@ -20,8 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from .data.images import CONTINUOUS_RANGES, HUES, SHAPES, TEXTURES
-from .evaluation.metrics import encoding_score
-from .evaluation.stats import mean_ignoring_nan
+from .evaluation.metrics import mean_encoding_score
 from .models.baselines import RidgeEncoder
 
 if TYPE_CHECKING:
@@ -137,7 +136,7 @@ def validation_score(features: np.ndarray, responses: np.ndarray, mask: np.ndarr
     """
     mask = np.asarray(mask, dtype=bool)
     model = RidgeEncoder().fit(features[~mask], responses[~mask])
-    return float(mean_ignoring_nan(encoding_score(model.predict(features[mask]), responses[mask])))
+    return mean_encoding_score(model.predict(features[mask]), responses[mask])
 
 
 def encoder_name(meta: dict) -> str:

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from . import decoding, topography
-from .metrics import encoding_score, paper_mse, paper_pearson
+from .metrics import mean_encoding_score, paper_mse, paper_pearson
 from .stats import mean_ignoring_nan, pearson_r
 
 
@@ -83,7 +83,7 @@ def _mean(signals: np.ndarray) -> np.ndarray:
 
 
 def _encoding(signals, target, context) -> float:
-    return float(mean_ignoring_nan(encoding_score(_mean(signals), target.mean(axis=1))))
+    return mean_encoding_score(_mean(signals), target.mean(axis=1))
 
 
 def _paper_r(signals, target, context) -> float:

@@ -110,6 +110,12 @@ def encoding_score(pred: np.ndarray, target_avg: np.ndarray) -> np.ndarray:
     return pearson_r(pred, target_avg, axis=0)
 
 
+def mean_encoding_score(pred: np.ndarray, target_avg: np.ndarray) -> float:
+    """The scalar encoding score: the mean over defined channel × time points of
+    :func:`encoding_score` (r across images; no ceiling, no CI). Arguments as there."""
+    return float(mean_ignoring_nan(encoding_score(pred, target_avg)))
+
+
 def encoding_score_statistic(pred: np.ndarray, target_avg: np.ndarray
                              ) -> Callable[[np.ndarray], np.ndarray | float]:
     """The scalar encoding score as a function of resampled image indices (for bootstraps).

@@ -155,8 +155,8 @@ def seed_ablation(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
     """
     from scipy import stats as scipy_stats
 
-    from ..evaluation.metrics import encoding_score
-    from ..evaluation.stats import holm, mean_ignoring_nan, t_interval
+    from ..evaluation.metrics import mean_encoding_score
+    from ..evaluation.stats import holm, t_interval
     from ..names import CONDITIONINGS, PAIRS
 
     pairs = list(PAIRS if pairs is None else pairs)
@@ -169,7 +169,7 @@ def seed_ablation(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
             pred = (run.prediction(model, train_overrides=overrides) if model in CONDITIONINGS
                     else run.prediction(model))
             rows.append(dict(model=model, train_seed=s,
-                             encoding_r=mean_ignoring_nan(encoding_score(pred, run.target_average))))
+                             encoding_r=mean_encoding_score(pred, run.target_average)))
     scores = pd.DataFrame(rows)
     by = scores.pivot_table(index="train_seed", columns="model", values="encoding_r")
     by = by.reindex(list(seeds)).ffill()  # a baseline's one value stands for every seed

@@ -83,11 +83,10 @@ def learning_curve(run: SubjectRun, conditionings: Sequence[str] = ("cross_atten
         averages, no ceiling) and ``ridge_r``, ridge's score on the same images from the
         same features (the bar the generator's mean is judged against).
     """
-    from ..evaluation.metrics import encoding_score
-    from ..evaluation.stats import mean_ignoring_nan
+    from ..evaluation.metrics import mean_encoding_score
 
     val = run.validation
-    ridge = mean_ignoring_nan(encoding_score(val.prediction("ridge"), val.target_average))
+    ridge = mean_encoding_score(val.prediction("ridge"), val.target_average)
     frames = []
     for conditioning in conditionings:
         curve = val.model(conditioning).info.get("curve", [])
