@@ -80,9 +80,13 @@ def main() -> None:
             args.n_samples, args.guidance, args.steps)}
         print(name, json.dumps(results[name]), flush=True)
     if args.output:
+        # Variants measured before (other names) are kept: the file is the record of
+        # every recipe tried.
+        earlier = (json.loads(args.output.read_text())["variants"] if args.output.is_file()
+                   else {})
         record = {"profile": args.profile, "subject": args.subject, "encoder": run.encoder_label,
                   "versions": package_versions(), "date": time.strftime("%Y-%m-%d"),
-                  "variants": results}
+                  "variants": {**earlier, **results}}
         args.output.write_text(json.dumps(record, indent=1) + "\n")
 
 

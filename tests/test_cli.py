@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -53,9 +54,45 @@ def test_simulate_ci_profile_writes_a_dataset_the_loader_reads(tmp_path, capsys)
     assert np.isfinite(dataset.test.signals).all()
 
 
-def test_features_on_a_missing_root_names_the_metadata_file(tmp_path):
-    with pytest.raises(DataFormatError, match="image_metadata.npy"):
-        main(["features", "--root", str(tmp_path / "nowhere"), "--quiet"])
+def test_features_on_a_missing_root_names_the_metadata_file(tmp_path, capsys):
+    args = ["features", "--root", str(tmp_path / "nowhere"), "--quiet"]
+    assert main(args) == 2
+    assert "error: image_metadata.npy: file not found" in capsys.readouterr().err
+    with pytest.raises(DataFormatError, match="image_metadata.npy"):  # the traceback on demand
+        main(["--verbose", *args])
+
+
+@pytest.fixture(scope="module")
+def simulated_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "sim"
+    assert main(["simulate", "--profile", "ci", "--out", str(root), "--subjects", "1", "--quiet"]) == 0
+    return root
+
+
+def _one_error_line(result) -> str:
+    """What a user sees on bad input: exit status 2, no traceback, one ``error:`` line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_bad_input_prints_one_error_line_not_a_traceback(simulated_root, tmp_path):
+    train = ["train", "--profile", "ci", "--quiet", "--checkpoints", str(tmp_path / "ckpt"),
+             "--cache-dir", str(tmp_path / "cache")]
+    # A missing root, a subject the root does not have, a truncated data file: each names
+    # what is wrong.
+    line = _one_error_line(run_cli(*train, "--root", str(tmp_path / "nowhere")))
+    assert "nowhere" in line and "simulate" in line
+    line = _one_error_line(run_cli(*train, "--root", str(simulated_root), "--subject", "7"))
+    assert "sub-07" in line or "subject 7" in line
+    broken = tmp_path / "broken"
+    shutil.copytree(simulated_root, broken)
+    data = broken / "preprocessed_data" / "sub-01" / "preprocessed_eeg_training.npy"
+    data.write_bytes(data.read_bytes()[:1000])
+    line = _one_error_line(run_cli(*train, "--root", str(broken)))
+    assert "preprocessed_eeg_training.npy" in line
 
 
 def test_features_reports_random_init_and_reuses_its_cache(tmp_path, capsys):
@@ -78,7 +115,7 @@ def test_features_reports_random_init_and_reuses_its_cache(tmp_path, capsys):
     assert len(list(cache.glob("*.npz"))) == 2
 
 
-def test_a_missing_weights_file_is_an_error_naming_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
-        main(["features", "--profile", "ci", "--root", str(tmp_path), "--encoder", "timm",
-              "--pretrained", str(tmp_path / "missing.pth"), "--quiet"])
+def test_a_missing_weights_file_is_an_error_naming_it(tmp_path, capsys):
+    assert main(["features", "--profile", "ci", "--root", str(tmp_path), "--encoder", "timm",
+                 "--pretrained", str(tmp_path / "missing.pth"), "--quiet"]) == 2
+    assert "missing.pth" in capsys.readouterr().err

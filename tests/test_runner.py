@@ -20,6 +20,10 @@ def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
     assert pages["sub-02/subject_01_overview"].after == ()
     assert pages["sub-02/subject_02_training"].after == ("sub-02/subject_01_overview",)
     assert pages["sub-01/subject_03_fidelity"].parameters["subject"] == 1
+    # Only the first subject's training page validates its model card (a twin model).
+    assert pages["sub-01/subject_02_training"].parameters["validate_card"] is True
+    assert pages["sub-02/subject_02_training"].parameters["validate_card"] is False
+    assert "validate_card" not in pages["sub-01/subject_03_fidelity"].parameters
     summary = pages["group/group_summary"]
     assert set(summary.after) == {k for k in pages if k.startswith("sub-")}
     assert summary.parameters["subjects"] == [1, 2]
@@ -27,6 +31,8 @@ def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
     # The sampling ablation reads the first subject's models only.
     assert set(pages["group/group_sampling"].after) == {
         "sub-01/subject_01_overview", "sub-01/subject_02_training", "sub-01/subject_03_fidelity"}
+    # The ablation loads the seed models the sampling page trains: it waits for it.
+    assert set(pages["group/group_ablation"].after) == set(summary.after) | {"group/group_sampling"}
 
 
 def test_plan_adding_a_subject_lets_the_first_subject_pages_start_at_once(tmp_path):
@@ -48,6 +54,7 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     # reproducibility 12 wait on the last subject page (realism 100), which waits on decoding:
     assert path["sub-03/subject_06_realism"] == 100 + max(11, 40, 10, 12, 300, 32, 12)
     assert path["sub-03/subject_05_decoding"] == 90 + path["sub-03/subject_06_realism"]
+    assert path["group/group_sampling"] == 1300 + 300  # the ablation waits on it
 
 
 def _notebook(path: Path, *sources: str) -> Path:
@@ -83,6 +90,21 @@ def test_parallel_pages_run_in_dependency_order_with_their_thread_share(tmp_path
     assert json.loads((tmp_path / "a.json").read_text()) == {"value": 2, "threads": "1"}
     assert json.loads((tmp_path / "b.json").read_text()) == {"value": 7, "threads": "1"}
     assert all((tmp_path / f"pages/{k}.ipynb").is_file() for k in timings)
+
+
+def test_one_job_runs_a_page_after_those_it_reads_even_if_planned_before_them(tmp_path):
+    record = _notebook(tmp_path / "record.nb.ipynb", RECORD)
+    check = _notebook(tmp_path / "check.nb.ipynb",
+                      "import json\nassert json.load(open(out))['value'] == 1\n" + RECORD.replace(
+                          "'value': value", "'value': value + 1"))
+    # Listed first, but it reads what "first" writes (as the ablation page reads the
+    # sampling page's seed models).
+    pages = [Page("second", check, tmp_path / "pages/second.ipynb",
+                  {"out": str(tmp_path / "a.json"), "value": 1}, after=("first",)),
+             Page("first", record, tmp_path / "pages/first.ipynb",
+                  {"out": str(tmp_path / "a.json"), "value": 1})]
+    assert list(execute_pages(pages, tmp_path, jobs=1)) == ["first", "second"]
+    assert json.loads((tmp_path / "a.json").read_text())["value"] == 2
 
 
 def test_a_failing_page_stops_what_depends_on_it_and_names_the_cell(tmp_path):

@@ -501,6 +501,11 @@ def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypa
     by_hand = pd.DataFrame({"metric": "snr_ratio", "setting": [0.0, 1.0, 3.0],
                             "value": [0.2, 0.9, 3.0]})
     assert summaries.chosen_setting(by_hand, "snr_ratio") == 1.0
+    # So are the sampling steps (few steps give too clean trials whose mean scores well).
+    steps_sweep, chosen_steps, _ = summaries.validation_choice(run, "steps", [2, 8], n_boot=20)
+    ratios = steps_sweep.query("metric == 'snr_ratio'").drop_duplicates("setting")
+    nearest = ratios["setting"].iloc[int(np.argmin(np.abs(np.log(ratios["value"]))))]
+    assert chosen_steps == nearest
     assert set(test["role"]) >= {"chosen on validation"} and (test["split"] == "test").all()
     # Replace the test set's signals with noise: the validation sweep, hence the choice,
     # must not move (it never reads them).

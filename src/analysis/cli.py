@@ -19,6 +19,15 @@ from .config import CONDITIONINGS, DATASETS, ENCODER_FAMILIES, PROFILES, Encoder
 
 logger = logging.getLogger("analysis")
 
+#: Exceptions besides :class:`~analysis.data.contract.DataFormatError` that mean bad input
+#: (a missing root, subject, image or checkpoint; an output that exists): one ``error: …``
+#: line, exit status 2.
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+class UsageError(Exception):
+    """Options that do not go together (argparse cannot express every rule)."""
+
 DESCRIPTION = """\
 image2brain: generate M/EEG signals from images and judge them against recordings.
 
@@ -145,19 +154,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling_changes(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in (("method", args.method), ("steps", args.steps), ("eta", args.eta),
+                              ("guidance_scale", args.guidance), ("n_samples", args.n_samples),
+                              ("seed", args.sample_seed)) if v is not None}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import pipeline
 
+    if args.checkpoint is not None:
+        return _generate_for_images(args)
+    if args.images or args.out:
+        raise UsageError("--images and --out need --checkpoint DIR (a trained "
+                                "generator's folder); without it the dataset's test set is generated")
     profile, dataset, features = _load_for_model(args)
     trained = _train(args, profile, dataset, features)
-    changes = {k: v for k, v in (("method", args.method), ("steps", args.steps),
-                                 ("guidance_scale", args.guidance),
-                                 ("n_samples", args.n_samples)) if v is not None}
-    sampling = pipeline.with_sampling(profile, **changes)
+    sampling = pipeline.with_sampling(profile, **_sampling_changes(args))
     signals = pipeline.generate_test_set(trained, dataset, features, sampling,
                                          device=args.device, progress=not args.quiet)
     print(f"generated {signals.shape} (images, samples, channels, times) → "
           f"{trained.path.parent / pipeline.generated_name(sampling)}.npz")
+    return 0
+
+
+def _generate_for_images(args: argparse.Namespace) -> int:
+    """``generate --checkpoint DIR --images … --out FILE``: any images → ``-epo.fif``."""
+    from .config import SamplingConfig
+    from .generator import load_generator, write_epochs
+
+    if not args.images or not args.out:
+        raise UsageError("generate --checkpoint needs --images (files, folders or .txt "
+                                "lists) and --out FILE-epo.fif")
+    generator = load_generator(args.checkpoint)
+    changes = _sampling_changes(args)
+    n_samples = changes.pop("n_samples", 4)
+    epochs = generator.generate(args.images, n_samples=n_samples,
+                                sampling=replace(SamplingConfig(), **changes),
+                                device=args.device, progress=not args.quiet)
+    written = write_epochs(epochs, args.out, npz=args.npz, overwrite=args.overwrite)
+    n_images = epochs.metadata["image_path"].nunique()
+    print(f"generated {len(epochs)} epochs ({n_images} images × {n_samples} samples, "
+          f"{len(epochs.ch_names)} channels, {epochs.info['sfreq']:g} Hz) with "
+          f"{generator.source} → {', '.join(map(str, written))}")
     return 0
 
 
@@ -264,10 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "generate":
+            p.add_argument("--checkpoint", help="a trained generator's folder: generate for "
+                                                "--images instead of the dataset's test set")
+            p.add_argument("--images", nargs="+", help="with --checkpoint: image files, "
+                                                       "folders of images or .txt lists of paths")
+            p.add_argument("--out", help="with --checkpoint: the MNE epochs file (…-epo.fif)")
+            p.add_argument("--npz", action="store_true", help="also write the arrays as .npz")
+            p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
             p.add_argument("--method", choices=["ddim", "ddpm"])
             p.add_argument("--steps", type=int, help="DDIM steps")
+            p.add_argument("--eta", type=float, help="DDIM stochasticity η in [0, 1]")
             p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-            p.add_argument("--n-samples", type=int, help="samples per test image")
+            p.add_argument("--n-samples", type=int, help="samples per image")
+            p.add_argument("--sample-seed", type=int, help="sampling seed")
         p.set_defaults(func=cmd_train if name == "train" else cmd_generate)
 
     p = sub.add_parser("bench", help="print speed figures (simulation, features, training, "
@@ -316,4 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    from .data.contract import DataFormatError  # imports MNE: not before --help
+
+    try:
+        return args.func(args)
+    except (DataFormatError, UsageError, *USER_ERRORS) as error:
+        # Bad input is the user's to fix: one line that names the file / field is what
+        # helps; the traceback (with --verbose) is for bugs.
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2

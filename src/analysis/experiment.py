@@ -213,6 +213,44 @@ class SubjectRun:
         raise ValueError(f"unknown model '{name}'; expected one of "
                          f"{CONDITIONINGS + BASELINES + REFERENCES}")
 
+    def model_card(self, conditioning: str = "cross_attention", *, validate: bool = False,
+                   n_boot: int = 500, **train_overrides) -> dict:
+        """The model card of this run's ``conditioning`` generator (:mod:`analysis.model_card`).
+
+        With ``validate``, the recipe's validation score goes into it: the twin trained the
+        same way without the validation concepts (:attr:`validation`, trained if needed)
+        scores its conditional mean there, encoding score with a bootstrap CI over the
+        validation images, beside ridge on the same images. Without, a score written before
+        is kept.
+        """
+        from .evaluation.metrics import fidelity_summary, mean_encoding_score
+        from .model_card import read_model_card, write_model_card
+
+        trained = self.model(conditioning, **train_overrides)
+        if not validate:
+            try:
+                validation = read_model_card(trained.path.parent)["validation"]
+            except FileNotFoundError:
+                validation = None
+        else:
+            val = self.validation
+            mean = val.prediction(conditioning, train_overrides=train_overrides or None)
+            noiseless = None if val.dataset.noiseless is None else val.dataset.noiseless["test"]
+            method = "exact" if noiseless is not None else "split-half"
+            table = fidelity_summary(mean, val.target, noiseless, n_boot=n_boot)
+            row = table.query("metric == 'encoding_score' and ceiling_method == @method").iloc[0]
+            validation = {
+                "metric": "encoding score (mean r over channels × times)",
+                "value": float(row["value"]), "ci_low": float(row["ci_low"]),
+                "ci_high": float(row["ci_high"]), "pct_of_ceiling": float(row["pct_of_ceiling"]),
+                "ceiling": method, "baseline": "ridge",
+                "baseline_value": mean_encoding_score(val.prediction("ridge"), val.target_average),
+                "n_images": int(val.dataset.test.n_images),
+                "note": ("A twin trained the same way without the validation concepts, scored "
+                         "on them; its conditional mean (x̂0 at t = T)."),
+            }
+        return write_model_card(trained, self.dataset, validation=validation)
+
     @cached_property
     def validation(self) -> "SubjectRun":
         """This subject with its validation concepts as the test set: what choices are

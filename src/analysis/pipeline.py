@@ -95,7 +95,8 @@ def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: 
     cond = match_features(features, dataset.test.image_ids)
     start = time.perf_counter()
     signals = trained.generate(cond, n_samples=sampling.n_samples, method=sampling.method,
-                               steps=sampling.steps, guidance_scale=sampling.guidance_scale,
+                               steps=sampling.steps, eta=sampling.eta,
+                               guidance_scale=sampling.guidance_scale,
                                seed=sampling.seed, device=device, progress=progress)
     seconds = time.perf_counter() - start
     if save:
@@ -113,9 +114,11 @@ def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: 
 
 
 def generated_name(sampling: SamplingConfig) -> str:
-    """File stem for a set of generated signals, e.g. ``generated-ddim50-w1.0-n4-s0``."""
+    """File stem for a set of generated signals, e.g. ``generated-ddim50-w1-n4-s0``
+    (``ddim50-eta1`` for stochastic DDIM)."""
     steps = sampling.steps if sampling.method == "ddim" else "all"
-    return (f"generated-{sampling.method}{steps}-w{sampling.guidance_scale:g}"
+    eta = f"-eta{sampling.eta:g}" if sampling.method == "ddim" and sampling.eta else ""
+    return (f"generated-{sampling.method}{steps}{eta}-w{sampling.guidance_scale:g}"
             f"-n{sampling.n_samples}-s{sampling.seed}")
 
 

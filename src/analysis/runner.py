@@ -43,6 +43,13 @@ GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_realism", "group
 # Group pages that read the first subject only, mapped to the last of its pages they need:
 # they may start while the other subjects' pages are still executing.
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
+# Subject pages with a costly part that only the first subject of a run does, and the
+# boolean parameter that switches it on (the model card's validation twin: the sampling page
+# trains the first subject's anyway).
+FIRST_SUBJECT_ONLY = {"subject_02_training": "validate_card"}
+# Group pages that load models another group page trains: they wait for it, rather than
+# train the same checkpoint at the same time (the seed models of the sampling page).
+AFTER_GROUP_PAGES = {"group_ablation": ("group_sampling",)}
 # Seconds each page takes in the default-profile book on 2 CPU cores, two pages at a time
 # with one thread each (2026-12-01; training, sampling and ablation estimated from the
 # converged recipe of 2026-12-02); used only to order the work (longest remaining chain
@@ -159,9 +166,12 @@ def plan_pages(dataset: str, subjects: list[int], everyone: list[int], common: d
         previous: tuple[str, ...] = ()
         for name in SUBJECT_NOTEBOOKS:
             key = f"sub-{subject:02d}/{name}"
+            parameters = {**common, "subject": subject}
+            if name in FIRST_SUBJECT_ONLY:
+                parameters[FIRST_SUBJECT_ONLY[name]] = subject == everyone[0]
             pages.append(Page(key, templates / f"{name}.ipynb",
                               subject_folder(book_root, dataset, subject) / f"{name}.ipynb",
-                              {**common, "subject": subject}, previous))
+                              parameters, previous))
             previous = (key,)
     subject_keys = tuple(page.key for page in pages)
     for name in GROUP_NOTEBOOKS:
@@ -170,6 +180,7 @@ def plan_pages(dataset: str, subjects: list[int], everyone: list[int], common: d
             last = SUBJECT_NOTEBOOKS.index(FIRST_SUBJECT_PAGES[name])
             after = tuple(key for key in subject_keys if key.startswith(f"sub-{everyone[0]:02d}/")
                           and SUBJECT_NOTEBOOKS.index(key.split("/")[1]) <= last)
+        after += tuple(f"group/{other}" for other in AFTER_GROUP_PAGES.get(name, ()))
         pages.append(Page(f"group/{name}", templates / f"{name}.ipynb",
                           book_root / "book" / "group" / dataset / f"{name}.ipynb",
                           {**common, "subjects": everyone}, after))
@@ -215,7 +226,10 @@ def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, float]:
     """
     timings: dict[str, float] = {}
     if jobs <= 1:
-        for page in pages:  # planned in an order that respects every dependency
+        remaining = list(pages)
+        while remaining:  # in plan order, each page once the pages it reads are done
+            page = next(p for p in remaining if set(p.after) <= timings.keys())
+            remaining.remove(page)
             logger.info("executing %s", page.key)
             timings[page.key] = execute_notebook(page.template, page.output, page.parameters, cwd)
         return timings

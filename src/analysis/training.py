@@ -12,7 +12,9 @@ What a run guarantees
   generators seeded by (seed, epoch), so a run resumed at an epoch boundary continues
   exactly as the uninterrupted run would have (on the same device).
 - **Recorded.** ``losses.csv`` (per epoch) for the notebooks, ``config.json`` with seeds,
-  versions, device and timings.
+  versions, device and timings, and ``recording-info.fif`` (the training data's
+  ``mne.Info``: channel names, types, sensor positions, sampling rate) so that signals
+  generated later are written as the recording was (:mod:`analysis.generator`).
 
 Multi-GPU: launch ``torchrun --nproc_per_node=N -m analysis train …``; each rank trains on
 its shard of every epoch's permutation, gradients are averaged by DDP, rank 0 writes.
@@ -26,17 +28,20 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import mne
 import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 from .files import atomic_write, atomic_write_text
+from .model_card import write_model_card
 from .provenance import package_versions
 from .data.contract import EpochedDataset
 from .devices import select_device
@@ -49,6 +54,8 @@ from .models.unet1d import UNet1D, UNetConfig
 logger = logging.getLogger(__name__)
 
 FINAL, PARTIAL = "checkpoint.pt", "partial.pt"
+#: The training data's measurement info, beside every checkpoint (``mne.io.write_info``).
+RECORDING_INFO = "recording-info.fif"
 #: Bumped whenever training changes in a way the configs do not capture (e.g. how the
 #: data are normalised), so cached checkpoints of the old recipe are not reused.
 RECIPE_VERSION = 3
@@ -244,17 +251,18 @@ class TrainedModel:
         return self.model_config.conditioning
 
     def generate(self, cond: Condition, *, n_samples: int = 1, method: str = "ddim",
-                 steps: int = 50, guidance_scale: float = 1.0, seed: int = 0,
+                 steps: int = 50, eta: float = 0.0, guidance_scale: float = 1.0, seed: int = 0,
                  batch_size: int = 256, device: str | None = None,
                  progress: bool = False) -> np.ndarray:
         """Generated signals in data units, shape (n_images, n_samples, n_channels, n_times).
 
         ``cond`` holds raw encoder features (as :func:`match_features` returns them); the
         training-image standardisation is applied here. ``method`` is ``'ddim'`` (``steps``
-        steps, deterministic) or ``'ddpm'`` (all diffusion steps, ancestral). Sampling is
-        seeded; the same call gives the same signals on the same device.
+        steps, stochasticity ``eta``: 0 deterministic, 1 ancestral) or ``'ddpm'`` (all
+        diffusion steps, ancestral). Sampling is seeded; the same call gives the same signals
+        on the same device.
         """
-        sampler = make_sampler(method, steps)
+        sampler = make_sampler(method, steps, eta)
         device = select_device(device)
         model = self.model.to(device).eval()
         n_images = len(cond)
@@ -313,6 +321,12 @@ class TrainedModel:
 def _build(model_config: UNetConfig, train_config: TrainConfig) -> tuple[UNet1D, GaussianDiffusion]:
     torch.manual_seed(train_config.seed)  # same initial weights for the same config
     return UNet1D(model_config), make_diffusion(train_config)
+
+
+def load_trained(path: str | Path) -> TrainedModel:
+    """The finished checkpoint file ``path`` as a :class:`TrainedModel` (EMA weights)."""
+    path = Path(path)
+    return _from_checkpoint(_load(path), path, loaded=True)
 
 
 def _from_checkpoint(state: dict, path: Path, loaded: bool) -> TrainedModel:
@@ -399,7 +413,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     final = folder / FINAL
     if final.is_file():
         logger.info("loading finished checkpoint %s (no training)", final)
-        return _from_checkpoint(_load(final), final, loaded=True)
+        return load_trained(final)
 
     rank, world, local_rank = _distributed()
     if world > 1 and torch.cuda.is_available():
@@ -458,6 +472,8 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "config.json", json.dumps(_run_info(
             key, dataset, features, model_config, train_config, device, model, world), indent=2))
+        atomic_write(folder / RECORDING_INFO,
+                     lambda fh: fh.write(_info_bytes(dataset.info)), overwrite=True)
 
     bar = tqdm(range(start_epoch, train_config.epochs), initial=start_epoch,
                total=train_config.epochs, disable=not progress or rank != 0,
@@ -517,10 +533,13 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     state = _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_config,
                               train_config.epochs, losses, seconds, dataset, curve)
     state["ema"] = ema_model.state_dict()
+    state["info"]["optimiser_steps"] = total_steps
+    trained = _from_checkpoint(state, final, loaded=False)
     if rank == 0:
         atomic_torch_save(state, final)
         partial.unlink(missing_ok=True)
-    return _from_checkpoint(state, final, loaded=False)
+        write_model_card(trained, dataset)
+    return trained
 
 
 def _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_config, epoch,
@@ -532,7 +551,17 @@ def _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_
             "epoch": epoch, "losses": losses, "seconds": seconds,
             "info": {"n_times": int(dataset.train.signals.shape[-1]),
                      "ch_names": list(dataset.ch_names), "sfreq": dataset.sfreq,
+                     "tmin": float(dataset.times[0]), "units": str(dataset.meta["units"]),
+                     "recipe_version": RECIPE_VERSION,
                      "train_seconds": seconds, "curve": list(curve)}}
+
+
+def _info_bytes(info) -> bytes:
+    """``info`` as a FIF file's bytes (MNE writes to a path; the caller writes atomically)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / RECORDING_INFO
+        mne.io.write_info(path, info)
+        return path.read_bytes()
 
 
 def _save_progress(folder: Path, model, ema, optimizer, preprocessing, model_config, train_config,

@@ -829,8 +829,9 @@ class DDIMSampler(Sampler):
 SAMPLERS: dict[str, type[Sampler]] = {"ddim": DDIMSampler, "ddpm": DDPMSampler}
 
 
-def make_sampler(method: str, steps: int = 50) -> Sampler:
-    """The sampler ``method`` (``'ddim'`` with ``steps`` steps; ``'ddpm'`` visits all)."""
+def make_sampler(method: str, steps: int = 50, eta: float = 0.0) -> Sampler:
+    """The sampler ``method``: ``'ddim'`` with ``steps`` steps and stochasticity ``eta``;
+    ``'ddpm'`` visits all steps (``steps`` and ``eta`` do not apply)."""
     if method not in SAMPLERS:
         raise ValueError(f"method must be one of {sorted(SAMPLERS)}, got '{method}'")
-    return DDIMSampler(steps) if method == "ddim" else DDPMSampler()
+    return DDIMSampler(steps, eta) if method == "ddim" else DDPMSampler()
