@@ -119,3 +119,27 @@ def test_a_missing_weights_file_is_an_error_naming_it(tmp_path, capsys):
     assert main(["features", "--profile", "ci", "--root", str(tmp_path), "--encoder", "timm",
                  "--pretrained", str(tmp_path / "missing.pth"), "--quiet"]) == 2
     assert "missing.pth" in capsys.readouterr().err
+
+
+def test_features_for_things_meg_serve_the_loaded_participant(tmp_path, capsys):
+    """`features --dataset things-meg` lists the images from the epochs' metadata (no
+    signals read) in the loader's order, so the run that loads the participant hits the
+    same cache."""
+    from analysis import pipeline
+    from analysis.config import get_profile
+
+    root, cache = tmp_path / "meg", tmp_path / "cache"
+    main(["simulate", "--profile", "ci", "--modality", "meg", "--out", str(root),
+          "--subjects", "1", "--quiet"])
+    args = ["features", "--profile", "ci", "--dataset", "things-meg", "--root", str(root),
+            "--cache-dir", str(cache), "--quiet"]
+    with pytest.warns(UserWarning, match="random init"):
+        assert main(args) == 0
+    assert "160 images" in capsys.readouterr().out
+    dataset = pipeline.load_dataset("things-meg", root, 1)
+    assert dataset.train.n_images + dataset.test.n_images == 160
+    with pytest.warns(UserWarning, match="random init"):
+        features = pipeline.dataset_features(dataset, get_profile("ci").encoder, cache,
+                                             progress=False)
+    assert features.meta.get("cache_hit")
+    assert len(list(cache.glob("*.npz"))) == 1

@@ -11,7 +11,7 @@ import pytest
 from analysis.config import SimulationSize
 from analysis.data import images as stimuli
 from analysis.data import simulated as sim
-from analysis.data.things_eeg2 import load_things_eeg2
+from analysis.data.things_eeg2 import CHANNELS, load_things_eeg2
 
 TINY = SimulationSize(n_subjects=2, n_train_concepts=8, n_train_images_per_concept=2,
                       n_test_concepts=10, n_train_reps=2, n_test_reps=32, image_size=64)
@@ -320,7 +320,7 @@ def test_dataset_is_written_in_the_things_eeg2_format(eeg_root):
     assert dataset.train.signals.shape == (16, 2, 17, 100)
     assert dataset.test.signals.shape == (10, 32, 17, 100)
     assert dataset.meta["variant"] == "official-17ch-100Hz"
-    assert dataset.ch_names == list(sim.THINGS_EEG2_CHANNELS)
+    assert dataset.ch_names == list(CHANNELS["official"])
     assert all(p.is_file() for p in dataset.test.image_paths)
 
 
@@ -385,3 +385,17 @@ def test_meg_option_writes_things_meg_epochs(tmp_path):
     assert dataset.ch_names[0].startswith("M")
     # The loader's image order (by event code) is matched to the saved noiseless means.
     check_average_matches_truth(dataset.test.signals, dataset.noiseless["test"], 0.1)
+
+
+def test_nice_variant_has_63_channels_at_250_hz_and_its_own_identity():
+    size = SimulationSize(n_subjects=1, n_train_concepts=4, n_train_images_per_concept=1,
+                          n_test_concepts=2)
+    official, nice = sim.SimulationConfig(size), sim.SimulationConfig(size, eeg_variant="nice")
+    assert official.sfreq == 100.0 and len(official.times) == 100
+    assert nice.sfreq == 250.0 and len(nice.times) == 250
+    assert nice.times[0] == -0.2 and nice.times[-1] == pytest.approx(0.796)
+    assert len(nice.ch_names) == 63 and official.ch_names[:3] == ["Pz", "P3", "P7"]
+    assert nice.identity() != official.identity()
+    info = sim.make_info("eeg", nice.sfreq, nice.ch_names)
+    assert info["nchan"] == 63 and info["sfreq"] == 250.0
+    assert np.isfinite(np.array([ch["loc"][:3] for ch in info["chs"]])).all()

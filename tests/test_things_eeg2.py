@@ -10,6 +10,7 @@ import pytest
 
 from analysis.data.contract import DataFormatError, EpochedDataset
 from analysis.data.things_eeg2 import (
+    CHANNELS,
     VARIANT_NICE,
     VARIANT_OFFICIAL,
     load_things_eeg2,
@@ -17,16 +18,8 @@ from analysis.data.things_eeg2 import (
     write_things_eeg2,
 )
 
-# The 17 posterior channels of the official preprocessing, in the published order.
-OFFICIAL_CH = ["Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P5", "PO7", "PO3",
-               "POz", "PO4", "PO8", "P6", "P2"]
-# 63 channels as in the NICE/ATM files (10-10 names, all in colin27_1005).
-NICE_CH = ["Fp1", "Fp2", "AF7", "AF3", "AFz", "AF4", "AF8", "F7", "F5", "F3", "F1", "F2",
-           "F4", "F6", "F8", "FT9", "FT7", "FC5", "FC3", "FC1", "FCz", "FC2", "FC4", "FC6",
-           "FT8", "FT10", "T7", "C5", "C3", "C1", "Cz", "C2", "C4", "C6", "T8", "TP9", "TP7",
-           "CP5", "CP3", "CP1", "CPz", "CP2", "CP4", "CP6", "TP8", "TP10", "P7", "P5", "P3",
-           "P1", "Pz", "P2", "P4", "P6", "P8", "PO7", "PO3", "POz", "PO4", "PO8", "O1", "Oz",
-           "O2"]
+OFFICIAL_CH = list(CHANNELS["official"])  # the published order
+NICE_CH = list(CHANNELS["nice"])
 OFFICIAL_TIMES = np.round(np.arange(-20, 80) / 100.0, 2)  # -0.2 … 0.79 s, 100 Hz
 # NICE/ATM files store the uncropped epoch times (-0.2 … 0.996 s, 300 samples) next to
 # data cropped to 0 … 1 s (250 samples): the data's times are the last 250.

@@ -80,6 +80,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .data.simulated import config_for_profile, simulate_dataset
 
     config = config_for_profile(args.profile, seed=args.seed, modality=args.modality,
+                                eeg_variant=args.eeg_variant,
                                 subject_variability=args.subject_variability,
                                 trial_snr=args.trial_snr)
     root = Path(args.out) if args.out else default_data_root(args.profile, args.modality)
@@ -91,14 +92,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_image_paths(dataset: str, root: Path) -> tuple[list[str], list[Path]]:
-    """All image ids and paths of a dataset root, training then test."""
-    from .data.things_eeg2 import list_images
+def _dataset_image_paths(dataset: str, root: Path, subject: int) -> tuple[list[str], list[Path]]:
+    """Image ids and paths of a dataset root, training then test (THINGS-MEG: of one
+    participant's epochs, whose metadata name the images)."""
+    from .data import things_eeg2, things_meg
 
-    if dataset in ("simulated", "things-eeg2"):
-        return list_images(root)
-    raise ValueError(f"features for dataset '{dataset}' need image paths; "
-                     "only 'simulated' and 'things-eeg2' image sets are supported so far")
+    if dataset == "things-meg":
+        return things_meg.list_images(root, subject)
+    return things_eeg2.list_images(root)
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -109,7 +110,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         config = replace(config, batch_size=args.batch_size)
     encoder = build_encoder(config, device=args.device)  # bad weights fail before any work
     root = Path(args.root) if args.root else default_data_root(args.profile)
-    ids, paths = _dataset_image_paths(args.dataset, root)
+    ids, paths = _dataset_image_paths(args.dataset, root, args.subject)
     start = time.perf_counter()
     features = encoder.encode(paths, ids, cache_dir=Path(args.cache_dir), progress=not args.quiet)
     seconds = time.perf_counter() - start
@@ -262,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["eeg", "meg"], default="eeg",
                    help="eeg: THINGS-EEG2 format, 17 channels, 100 Hz; meg: THINGS-MEG format, "
                         "CTF-275 helmet, 200 Hz (default: %(default)s)")
+    p.add_argument("--eeg-variant", choices=["official", "nice"], default="official",
+                   help="EEG file layout: official (17 channels, 100 Hz, preprocessed_data/) "
+                        "or nice (63 channels, 250 Hz, Preprocessed_data_250Hz/, the "
+                        "NICE/ATM files) (default: %(default)s)")
     p.add_argument("--subject-variability", type=float, default=1.0,
                    help="scale of between-subject differences, 0 = identical (default: %(default)s)")
     p.add_argument("--trial-snr", type=float, default=0.05,
@@ -274,8 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "CNN) and cache pooled embeddings + token sequences on disk, "
                                    "keyed by encoder, weights digest and image list.")
     _add_profile(p)
-    p.add_argument("--dataset", choices=["simulated", "things-eeg2"], default="simulated")
+    p.add_argument("--dataset", choices=DATASETS, default="simulated")
     p.add_argument("--root", help="dataset folder (default: data/simulated/<profile>)")
+    p.add_argument("--subject", type=int, default=1,
+                   help="THINGS-MEG: the participant whose epochs name the images "
+                        "(default: %(default)s; the EEG image set is shared)")
     _add_encoder(p)
     p.add_argument("--cache-dir", default="cache/features", help="default: %(default)s")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -335,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train or load models, execute the per-subject notebooks "
                                    "(papermill) into book/subjects/<dataset>/sub-XX/, then the "
                                    "group notebooks over every subject with pages, regenerate "
-                                   "_toc.yml and build the HTML book. Cached models and features "
-                                   "are reused; --subjects 4 adds subject 4 without redoing 1-3.")
+                                   "the table of contents (_build/_toc.yml) and build the HTML "
+                                   "book. Cached models and features are reused; --subjects 4 "
+                                   "adds subject 4 without redoing 1-3.")
     _add_profile(p)
     p.add_argument("--dataset", choices=DATASETS, default="simulated")
     p.add_argument("--root", help="dataset folder (simulated: created under WORKDIR/data if absent)")

@@ -31,7 +31,8 @@ def load_dataset(name: str, root: str | Path, subject: int) -> EpochedDataset:
     from .data.things_meg import load_things_meg
 
     loaders = {"simulated": load_simulated, "things-eeg2": load_things_eeg2,
-               "things-meg": load_things_meg}
+               # THINGS-MEG's metadata names image files relative to the dataset root.
+               "things-meg": functools.partial(load_things_meg, images_root=root)}
     if name not in loaders:
         raise ValueError(f"dataset must be one of {DATASETS}, got '{name}'")
     return loaders[name](Path(root), subject)

@@ -36,6 +36,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import mne
 import numpy as np
@@ -48,14 +49,10 @@ from ..files import atomic_write, atomic_write_text
 from ..provenance import package_versions
 from . import images as stimuli
 from .contract import EpochedDataset, format_error
-from .things_eeg2 import load_things_eeg2, write_image_metadata, write_things_eeg2
+from .things_eeg2 import CHANNELS, SFREQ, load_things_eeg2, write_image_metadata, write_things_eeg2
 from .things_meg import load_things_meg, write_things_meg
 
 logger = logging.getLogger(__name__)
-
-#: The 17 posterior channels of THINGS-EEG2's official preprocessing, in file order.
-THINGS_EEG2_CHANNELS = ("Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P5",
-                        "PO7", "PO3", "POz", "PO4", "PO8", "P6", "P2")
 
 # Stream ids for independent random streams derived from one seed (see _rng).
 (_STIMULI, _CODES, _GEOMETRY, _NOISE_SOURCES, _TRAIN_NOISE, _TEST_NOISE, _ORACLE_NOISE,
@@ -166,6 +163,9 @@ class SimulationConfig:
     size: SimulationSize
     seed: int = 0
     modality: str = "eeg"  # "eeg" (THINGS-EEG2 format) or "meg" (THINGS-MEG format)
+    # EEG only: "official" (17 channels, 100 Hz) or "nice" (63 channels, 250 Hz, the
+    # NICE/ATM files' layout); see things_eeg2.CHANNELS.
+    eeg_variant: str = "official"
     subject_variability: float = 1.0
     trial_snr: float = 0.05
     dipole_moment_nAm: float = 20.0
@@ -178,19 +178,27 @@ class SimulationConfig:
         """
         content = asdict(self)
         content["size"].pop("n_subjects")
+        if content["eeg_variant"] == "official":  # datasets from before the field keep their id
+            content.pop("eeg_variant")
         blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @property
     def sfreq(self) -> float:
-        return 100.0 if self.modality == "eeg" else 200.0
+        return SFREQ[self.eeg_variant] if self.modality == "eeg" else 200.0
 
     @property
     def times(self) -> np.ndarray:
-        """-0.2…0.79 s at 100 Hz (THINGS-EEG2) or -0.1…1.3 s at 200 Hz (THINGS-MEG)."""
+        """-0.2…0.8 s (EEG: 100 samples at 100 Hz, or 250 at 250 Hz for the ``nice``
+        variant) or -0.1…1.3 s at 200 Hz (THINGS-MEG)."""
         if self.modality == "eeg":
-            return np.round(np.arange(-20, 80) / 100.0, 6)
+            return np.round(np.arange(-0.2 * self.sfreq, 0.8 * self.sfreq) / self.sfreq, 6)
         return np.round(np.arange(-20, 261) / 200.0, 6)
+
+    @property
+    def ch_names(self) -> list[str] | None:
+        """EEG channel names (None for MEG: the helmet's names come from its layout)."""
+        return list(CHANNELS[self.eeg_variant]) if self.modality == "eeg" else None
 
 
 @dataclass
@@ -232,15 +240,17 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
 # --------------------------------------------------------------------------- sensors
 
 
-def make_info(modality: str, sfreq: float) -> mne.Info:
-    """Sensor description: THINGS-EEG2's 17 channels on colin27_1005, or a CTF-275-like helmet.
+def make_info(modality: str, sfreq: float, ch_names: Sequence[str] | None = None) -> mne.Info:
+    """Sensor description: THINGS-EEG2 channels on colin27_1005, or a CTF-275-like helmet.
+
+    ``ch_names`` (EEG only) defaults to the official preprocessing's 17 channels.
 
     The MEG helmet places one radial point magnetometer per channel of MNE's 2-D
     ``CTF-275`` layout on a 12 cm sphere above the head (the layout is an azimuthal
     projection, so its radius maps to the angle from the vertex).
     """
     if modality == "eeg":
-        info = mne.create_info(list(THINGS_EEG2_CHANNELS), sfreq, "eeg")
+        info = mne.create_info(list(ch_names or CHANNELS["official"]), sfreq, "eeg")
         info.set_montage(mne.channels.make_standard_montage("colin27_1005"))
         return info
     if modality != "meg":
@@ -683,7 +693,7 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
         write_image_metadata(image_root, list(train_attrs["concept"]), list(train_attrs["file"]),
                              list(test_attrs["concept"]), list(test_attrs["file"]))
 
-    info = make_info(config.modality, config.sfreq)
+    info = make_info(config.modality, config.sfreq, config.ch_names)
     codes = AttributeCodes.draw(config.seed)
     done = set(manifest.get("subjects", []))
     for subject in tqdm(subjects, desc="simulating subjects", disable=not progress):
@@ -701,7 +711,7 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
         if config.modality == "eeg":
             write_things_eeg2(root, subject, train_signals=data["train"],
                               test_signals=data["test"], ch_names=info["ch_names"],
-                              times=config.times, overwrite=True)
+                              times=config.times, variant=config.eeg_variant, overwrite=True)
         else:
             write_things_meg(root, subject, _meg_epochs(data, info, config, train_attrs, test_attrs),
                              overwrite=True)
@@ -872,7 +882,7 @@ def oracle_trials(dataset: EpochedDataset, n: int, seed: int = 0, split: str = "
                          f"'{dataset.meta.get('dataset')}' has none")
     config = config_from_meta(dataset.meta)
     subject_id = int(dataset.meta["subject"])
-    subject = make_subject(config, subject_id, make_info(config.modality, config.sfreq))
+    subject = make_subject(config, subject_id, make_info(config.modality, config.sfreq, config.ch_names))
     noiseless = dataset.noiseless
     # The subject's noise level, calibrated as simulate_subject did on all its images.
     noise_std = noise_std_for_snr(np.concatenate([noiseless["train"], noiseless["test"]]),

@@ -59,6 +59,20 @@ SPLIT_FILES = {"train": "preprocessed_eeg_training.npy", "test": "preprocessed_e
 IMAGE_FOLDERS = {"train": "training_images", "test": "test_images"}
 # Data folders, in search order, relative to the dataset root.
 DATA_FOLDERS = {"official": "preprocessed_data", "nice": "Preprocessed_data_250Hz"}
+#: Channels of each variant, in file order: the official preprocessing's 17 posterior
+#: channels, and the 63 of the NICE/ATM files (10-10 names, all in colin27_1005).
+CHANNELS = {
+    "official": ("Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P5", "PO7", "PO3",
+                 "POz", "PO4", "PO8", "P6", "P2"),
+    "nice": ("Fp1", "Fp2", "AF7", "AF3", "AFz", "AF4", "AF8", "F7", "F5", "F3", "F1", "F2",
+             "F4", "F6", "F8", "FT9", "FT7", "FC5", "FC3", "FC1", "FCz", "FC2", "FC4", "FC6",
+             "FT8", "FT10", "T7", "C5", "C3", "C1", "Cz", "C2", "C4", "C6", "T8", "TP9",
+             "TP7", "CP5", "CP3", "CP1", "CPz", "CP2", "CP4", "CP6", "TP8", "TP10", "P7",
+             "P5", "P3", "P1", "Pz", "P2", "P4", "P6", "P8", "PO7", "PO3", "POz", "PO4",
+             "PO8", "O1", "Oz", "O2"),
+}
+#: Sampling rate (Hz) of each variant.
+SFREQ = {"official": 100.0, "nice": 250.0}
 VARIANT_OFFICIAL = "official-17ch-100Hz"
 VARIANT_NICE = "nice-63ch-250Hz"
 NPY_MAGIC = b"\x93NUMPY"

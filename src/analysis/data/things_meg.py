@@ -117,7 +117,36 @@ def load_things_meg(
                           times=epochs.times.copy(), meta=meta)
 
 
-def _read_epochs(path: Path) -> mne.BaseEpochs:
+def list_images(root: str | os.PathLike, participant: int = 1, *, n_test_reps: int | None = 12
+                ) -> tuple[list[str], list[Path]]:
+    """Image ids and paths of one participant's epochs, training then test, in the order
+    :func:`load_things_meg` returns them (so features cached from this
+    list serve the loaded dataset); relative paths resolve against ``root``.
+
+    Reads the events and metadata only, not the signals.
+
+    Raises
+    ------
+    DataFormatError
+        As :func:`load_things_meg`, or when the metadata names no image files.
+    """
+    path = epochs_path(root, participant)
+    epochs = _read_epochs(path, preload=False)
+    codes = np.asarray(epochs.events[:, 2])
+    train, test, _ = _group_by_image(codes, codes != CATCH_CODE, n_test_reps, source=path)
+    table = _image_table(epochs, codes, root, source=path)
+    if table is None:
+        raise format_error(path, "metadata", f"an image path column ({' or '.join(PATH_COLUMNS)})",
+                           "none: without image files there is nothing to encode")
+    ids, paths = [], []
+    for groups in (train, test):
+        labels = _labels(list(groups), table)
+        ids += labels["image_ids"]
+        paths += labels["image_paths"]
+    return ids, paths
+
+
+def _read_epochs(path: Path, *, preload: bool = True) -> mne.BaseEpochs:
     if not path.is_file():
         raise DataFormatError(
             f"{path}: file not found; expected THINGS-MEG preprocessed epochs at "
@@ -127,7 +156,7 @@ def _read_epochs(path: Path) -> mne.BaseEpochs:
             # MNE's metadata reader calls a pandas API deprecated in pandas 3.1; the
             # warning is about MNE's code, not the user's file, so keep it out of the way.
             warnings.filterwarnings("ignore", message=r"The inplace keyword")
-            return mne.read_epochs(path, preload=True, verbose="error")
+            return mne.read_epochs(path, preload=preload, verbose="error")
     except Exception as exc:  # MNE raises many types for corrupt / non-FIF files
         raise format_error(path, "<file>", "an MNE epochs FIF file",
                            f"an unreadable file ({type(exc).__name__}: {exc})") from exc
