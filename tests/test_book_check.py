@@ -127,10 +127,32 @@ def test_error_output_cells_are_reported(site):
         "<div class='cell_output docutils container'><div class='output stderr'>"
         "<pre>a warning on stderr is not an error</pre></div></div>"))
     problems = check_pages(site, ["traceback.html", "papermill.html", "fine.html"])
-    assert len(problems) == 2, problems
+    assert len(problems) == 3, problems
     assert problems[0].startswith("traceback.html: error output cell:")
     assert "ValueError: boom" in problems[0]
     assert problems[1].startswith("papermill.html: error output cell:")
+    # Not an error, but a results site shows readers no stderr: reported as such.
+    assert problems[2] == "fine.html: 1 stderr output block(s)"
+
+
+def test_reader_defects_are_reported(site):
+    """Stderr blocks, unfolded code and a table spilling over the column are reported;
+    the same table inside a horizontally scrolling output is fine."""
+    wide = "<table><tr>" + "".join(f"<td>column{i:03d}</td>" for i in range(80)) + "</tr></table>"
+    folded = ("<div class='cell'><details><summary>code</summary>"
+              "<div class='cell_input'>x = 1</div></details></div>")
+    (site / "good.html").write_text(page(
+        f"<article>{folded}<div style='overflow-x: auto'>{wide}</div></article>"))
+    (site / "bad.html").write_text(page(
+        "<article style='width: 600px'><div class='cell'><div class='cell_input'>x = 1</div>"
+        "<div class='output stderr'>UserWarning: random init</div></div>"
+        f"{wide}</article>"))
+    assert check_pages(site, ["good.html"]) == []
+    bad = check_pages(site, ["bad.html"])
+    assert "bad.html: 1 stderr output block(s)" in bad
+    assert "bad.html: 1 code cell(s) not folded" in bad
+    assert [p for p in bad if p.startswith("bad.html: table wider than the page: column000")]
+    assert len(bad) == 3, bad
 
 
 def test_missing_page_is_reported(site):
@@ -164,10 +186,30 @@ def _error_notebook(path: Path) -> None:
         "version_major": 2, "version_minor": 0}}
     nb.cells = [
         new_markdown_cell("# Failed notebook\n\nThe next cell failed."),
-        new_code_cell("1 / 0", execution_count=1, outputs=[new_output(
+        new_code_cell("1 / 0", execution_count=1, metadata={"tags": ["hide-input"]},
+                      outputs=[new_output(
             "error", ename="ZeroDivisionError", evalue="division by zero",
             traceback=["\x1b[0;31mZeroDivisionError\x1b[0m  Traceback (most recent call last)",
                        "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"])]),
+    ]
+    nbformat.write(nb, path)
+
+
+def _reader_notebook(path: Path) -> None:
+    """A page as the runner leaves it: folded code, a stderr warning, a wide table."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    wide = "<table><tr>" + "".join(f"<td>column{i:03d}</td>" for i in range(80)) + "</tr></table>"
+    nb.cells = [
+        new_markdown_cell("# Results\n\nA wide table follows."),
+        new_code_cell("table", execution_count=1, metadata={"tags": ["hide-input"]}, outputs=[
+            new_output("stream", name="stderr", text="UserWarning: random init\n"),
+            new_output("execute_result", data={"text/html": wide, "text/plain": "table"},
+                       execution_count=1)]),
     ]
     nbformat.write(nb, path)
 
@@ -183,7 +225,9 @@ def test_tiny_book_with_project_config_reads_offline_with_vendored_mathjax(tmp_p
               ("title", "author", "execute", "html", "launch_buttons", "sphinx") if key in project}
     (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
-                                       "  - file: failed\n")
+                                       "  - file: failed\n  - file: reader\n")
+    _reader_notebook(tmp_path / "reader.ipynb")
+    shutil.copytree(REPO / "_static", tmp_path / "_static")
     (tmp_path / "intro.md").write_text(
         "# Math\n\nEuler: $e^{i\\pi} + 1 = 0$.\n\n"
         "$$\n\\int_0^1 x^2\\,dx = \\frac{1}{3}\n$$\n")
@@ -200,7 +244,11 @@ def test_tiny_book_with_project_config_reads_offline_with_vendored_mathjax(tmp_p
         assert attribute.findall(built.read_text()) == [], built.name
 
     reports = {r.page: r for r in inspect_pages(html, ["index.html", "intro.html",
-                                                       "failed.html"])}
+                                                       "failed.html", "reader.html"])}
+    # The project's settings drop stderr, fold tagged code and let wide tables scroll.
+    assert reports["reader.html"].problems == []
+    assert "column079" in (html / "reader.html").read_text()
+    assert "random init" not in (html / "reader.html").read_text()
     intro = reports["intro.html"]
     assert intro.problems == []
     assert intro.mathjax_version and intro.mathjax_version.startswith("3.")

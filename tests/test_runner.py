@@ -9,9 +9,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
+from analysis.book import GENERATED_TOC
 from analysis.runner import (GROUP_NOTEBOOKS, SUBJECT_NOTEBOOKS, NotebookFailed, Page,
-                             critical_path_seconds, execute_pages, plan_pages)
+                             critical_path_seconds, execute_pages, plan_pages, write_toc)
 
 
 def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
@@ -105,6 +107,36 @@ def test_one_job_runs_a_page_after_those_it_reads_even_if_planned_before_them(tm
                   {"out": str(tmp_path / "a.json"), "value": 1})]
     assert list(execute_pages(pages, tmp_path, jobs=1)) == ["first", "second"]
     assert json.loads((tmp_path / "a.json").read_text())["value"] == 2
+    # Executed pages fold every code cell for the results site; markdown stays as it was.
+    cells = nbformat.read(tmp_path / "pages/first.ipynb", as_version=4).cells
+    code = [c for c in cells if c.cell_type == "code"]
+    assert code and all("hide-input" in c.metadata["tags"] for c in code)
+    assert all("tags" not in c.metadata for c in cells if c.cell_type == "markdown")
+
+
+def test_toc_keeps_the_hand_written_pages_and_leaves_the_committed_file_alone(tmp_path):
+    committed = ("format: jb-book\nroot: book/intro\nparts:\n- caption: About\n  chapters:\n"
+                 "  - file: book/methods\n")
+    (tmp_path / "_toc.yml").write_text(committed)
+    for subject in (2, 1):
+        folder = tmp_path / "book" / "subjects" / "simulated" / f"sub-{subject:02d}"
+        folder.mkdir(parents=True)
+        for name in SUBJECT_NOTEBOOKS:
+            (folder / f"{name}.ipynb").write_text("{}")
+    group = tmp_path / "book" / "group" / "simulated"
+    group.mkdir(parents=True)
+    (group / "group_summary.ipynb").write_text("{}")
+    path = write_toc(tmp_path)
+    assert path == tmp_path / GENERATED_TOC
+    assert (tmp_path / "_toc.yml").read_text() == committed
+    toc = yaml.safe_load(path.read_text())
+    assert toc["root"] == "book/intro"
+    assert [p["caption"] for p in toc["parts"]] == [
+        "About", "Built-in simulated dataset: group results", "Built-in simulated dataset: subjects"]
+    assert toc["parts"][1]["chapters"] == [{"file": "book/group/simulated/group_summary"}]
+    subjects = toc["parts"][2]["chapters"]
+    assert [c["title"] for c in subjects] == ["Subject 1", "Subject 2"]
+    assert len(subjects[0]["sections"]) == len(SUBJECT_NOTEBOOKS) - 1
 
 
 def test_a_failing_page_stops_what_depends_on_it_and_names_the_cell(tmp_path):

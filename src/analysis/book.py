@@ -16,9 +16,15 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+#: The table of contents ``python -m analysis run`` writes (relative to the book root): the
+#: committed ``_toc.yml`` (hand-written pages only) plus every executed page. Under the
+#: git-ignored ``_build/``, so a build leaves ``git status`` clean.
+GENERATED_TOC = Path("_build") / "_toc.yml"
+
 
 def build_book(book_root: Path) -> int:
-    """Run ``jupyter-book build`` on ``book_root``; returns the process exit code.
+    """Run ``jupyter-book build`` on ``book_root`` with the runner's table of contents
+    (:data:`GENERATED_TOC`) when there is one; returns the process exit code.
 
     The HTML ends up in ``book_root/_build/html``.
     """
@@ -31,6 +37,9 @@ def build_book(book_root: Path) -> int:
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = [str(jupyter_book), "build", str(book_root), "--path-output", str(staging),
                "--keep-going", "-W", "-n"]
+    toc = book_root / GENERATED_TOC
+    if toc.is_file():  # written by the runner; without it only the hand-written pages build
+        command += ["--toc", str(toc)]
     logger.info("building the book: %s", " ".join(command))
     result = subprocess.run(command)
     if result.returncode != 0:

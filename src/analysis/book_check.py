@@ -13,7 +13,10 @@ driven by Python Playwright; ``playwright install`` is never needed) and reports
 - an error output cell (a notebook traceback rendered by myst-nb, papermill's error
   marker, a Sphinx system message);
 - an uncaught JavaScript exception (except the known harmless ones listed in
-  ``KNOWN_HARMLESS_JS_ERRORS``).
+  ``KNOWN_HARMLESS_JS_ERRORS``);
+- what a results site should not show its readers: a stderr output block, a code cell
+  whose source is not folded away (the runner tags every code cell ``hide-input``), a
+  table wider than the page column that cannot scroll inside it.
 
 Optionally it writes a full-page screenshot of every page into a folder.
 
@@ -120,6 +123,32 @@ _ERRORS_JS = """
     found.push({el: el, text: (el.innerText || el.textContent || '').trim()});
   }
   return found.map((f) => f.text.replace(/\\s+/g, ' ').slice(0, 200));
+}
+"""
+
+
+# Reader-facing defects. myst-nb renders a stderr stream as ``div.output.stderr`` and a
+# ``hide-input`` cell's source inside ``<details>``; a table may be wider than the article
+# column only inside an ancestor that scrolls horizontally (the book's CSS gives cell
+# outputs ``overflow-x: auto``).
+_READER_JS = """
+() => {
+  const stderr = document.querySelectorAll('.output.stderr').length;
+  const unfolded = Array.from(document.querySelectorAll('.cell_input'))
+    .filter((el) => !el.closest('details')).length;
+  const article = document.querySelector('article') || document.body;
+  const limit = article.getBoundingClientRect().right + 1;
+  const scrolls = (el) => {
+    for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX;
+      if (o === 'auto' || o === 'scroll') return true;
+    }
+    return false;
+  };
+  const wide = Array.from(article.querySelectorAll('table'))
+    .filter((t) => t.getBoundingClientRect().right > limit && !scrolls(t))
+    .map((t) => (t.innerText || '').trim().split('\\n')[0].slice(0, 80));
+  return {stderr: stderr, unfolded: unfolded, wide: wide};
 }
 """
 
@@ -264,6 +293,13 @@ def _inspect_one(browser, html_root: Path, page_name: str, screenshots: Path | N
                 report.problems.append(f"{page_name}: broken image: {img['src'] or '(no src)'}")
         for text in found["errors"]:
             report.problems.append(f"{page_name}: error output cell: {text}")
+        reader = found["reader"]
+        if reader["stderr"]:
+            report.problems.append(f"{page_name}: {reader['stderr']} stderr output block(s)")
+        if reader["unfolded"]:
+            report.problems.append(f"{page_name}: {reader['unfolded']} code cell(s) not folded")
+        for text in reader["wide"]:
+            report.problems.append(f"{page_name}: table wider than the page: {text}")
         if screenshots is not None:
             report.screenshot = screenshots / _screenshot_name(page_name)
             # animations off: the theme's sticky sidebars are mid-transition right after load
@@ -290,6 +326,7 @@ def _inspect_dom(page, timeout_ms: int) -> dict:
     found["math"] = page.locator("mjx-container").count()
     found["images"] = page.evaluate(_IMAGES_JS, timeout_ms)
     found["errors"] = page.evaluate(_ERRORS_JS, list(ERROR_OUTPUT_SELECTORS))
+    found["reader"] = page.evaluate(_READER_JS)
     return found
 
 
