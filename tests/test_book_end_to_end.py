@@ -1,37 +1,60 @@
-"""The runner end to end at `ci` size: 2 subjects, then a third added; the built book is
-opened in headless Chromium (no missing page, error cell, broken image or outside request)."""
+"""The runner end to end at `ci` size: 2 subjects, then a third added; one subject of a
+THINGS-EEG2-format dataset (63 channels, 250 Hz). The built books are opened in headless
+Chromium (no missing page, error cell, broken image, outside request, stderr block or
+unfolded code), and building leaves the clone's ``git status`` clean."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from analysis.book import GENERATED_TOC
 from analysis.book_check import check_pages
+from analysis.config import SimulationSize
+from analysis.data.simulated import SimulationConfig, simulate_dataset
 from analysis.runner import GROUP_NOTEBOOKS, SUBJECT_NOTEBOOKS, run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def book(tmp_path_factory):
-    """A copy of the book skeleton, so the run never touches the repository's book/."""
-    root = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "_toc.yml"):
+def skeleton(root: Path) -> Path:
+    """A git clone-like copy of the book skeleton (committed), so a run never touches the
+    repository's book/ and ``git status`` shows what a build leaves behind."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
-    for folder in ("book", "notebooks", "_vendor"):
+    for folder in ("book", "notebooks", "_vendor", "_static"):
         shutil.copytree(REPO / folder, root / folder,
                         ignore=shutil.ignore_patterns("subjects", "group", "_work", "*.tmp*"))
-    assert run("simulated", [1, 2], profile="ci", book_root=root, workdir=root / "work") == 0
+    git = ["git", "-C", str(root), "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "skeleton"], check=True)
+    return root
+
+
+def git_status(root: Path) -> str:
+    return subprocess.run(["git", "-C", str(root), "status", "--porcelain"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    """Two simulated subjects, data, caches and checkpoints under the book root (the
+    README's default)."""
+    root = skeleton(tmp_path_factory.mktemp("book"))
+    assert run("simulated", [1, 2], profile="ci", book_root=root) == 0
     return root
 
 
 def toc_files(root: Path) -> list[str]:
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    toc = yaml.safe_load((root / GENERATED_TOC).read_text())
     files = []
     for part in toc["parts"]:
         for chapter in part["chapters"]:
@@ -68,7 +91,35 @@ def test_adding_a_subject_adds_its_pages_and_updates_the_group(book):
     summary = book / "book" / "group" / "simulated" / "group_summary.ipynb"
     subject_page = book / "book" / "subjects" / "simulated" / "sub-01" / f"{SUBJECT_NOTEBOOKS[0]}.ipynb"
     before = subject_page.stat().st_mtime_ns
-    assert run("simulated", [3], profile="ci", book_root=book, workdir=book / "work") == 0
+    assert run("simulated", [3], profile="ci", book_root=book) == 0
     assert subject_page.stat().st_mtime_ns == before  # subject 1 was not redone
     assert "book/subjects/simulated/sub-03/subject_01_overview" in toc_files(book)
     assert "[1, 2, 3]" in summary.read_text()  # the group pages now cover all three
+
+
+def test_building_leaves_git_status_clean(book):
+    assert (book / "_build" / "html" / "index.html").is_file()
+    assert git_status(book) == ""
+
+
+def test_one_subject_of_a_63_channel_things_eeg2_dataset_builds(tmp_path):
+    """A new user's first run: one subject in the NICE/ATM layout (63 channels, 250 Hz),
+    not simulated as far as the pages know (no noiseless truth, no attributes)."""
+    data = tmp_path / "things-eeg2"
+    # Smaller than the ci profile's data (the pages' cost grows with 63 × 250 features).
+    size = SimulationSize(n_subjects=1, n_train_concepts=40, n_train_images_per_concept=2,
+                          n_test_concepts=24, n_train_reps=4, n_test_reps=8)
+    simulate_dataset(data, SimulationConfig(size=size, eeg_variant="nice"), progress=False)
+    shutil.rmtree(data / "simulation")  # what only a simulation knows is not there
+    (data / "simulation.json").unlink()
+    root = skeleton(tmp_path / "book")
+    assert run("things-eeg2", [1], profile="ci", root=data, book_root=root) == 0
+    html = root / "_build" / "html"
+    pages = [f"book/subjects/things-eeg2/sub-01/{name}.html" for name in SUBJECT_NOTEBOOKS]
+    pages += [f"book/group/things-eeg2/{name}.html" for name in GROUP_NOTEBOOKS]
+    assert check_pages(html, pages) == []
+    topography = (html / "book/group/things-eeg2/group_topography.html").read_text()
+    assert "needs at least two" in topography
+    overview = (root / "book/subjects/things-eeg2/sub-01/subject_01_overview.ipynb").read_text()
+    assert "63" in overview and "250" in overview
+    assert git_status(root) == ""

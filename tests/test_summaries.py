@@ -332,6 +332,9 @@ def test_learning_curve_seed_ablation_and_oracle_conditioning(run):
     assert list(curve["conditioning"]) == ["cross_attention", "film"]
     assert (curve["epoch"] == 1).all() and np.isfinite(curve["ridge_r"]).all()
     assert summaries.plateau_epoch(pd.DataFrame({"epoch": [2, 4, 6], "encoding_r": [0.5, 0.99, 1.0]})) == 4
+    # Nothing learnt (every r below 0): no share of the best exists; the first best epoch.
+    assert summaries.plateau_epoch(pd.DataFrame({"epoch": [2, 4, 6],
+                                                 "encoding_r": [-0.3, -0.1, -0.1]})) == 4
     scores, pairs = summaries.seed_ablation(run, (0, 1), pairs=[("cross_attention", "film"),
                                                                 ("cross_attention", "ridge")])
     assert len(scores.query("model == 'cross_attention'")) == 2
@@ -638,3 +641,31 @@ def test_realism_validity_by_hand():
     validity = summaries.realism_validity(scores).set_index("test")
     assert validity.loc["a", "valid"] and validity.loc["a", "failed_by"] == "ridge_noise"
     assert not validity.loc["b", "valid"] and not validity.loc["b", "real_like_pass"]
+
+
+def test_headline_findings_are_sentences_computed_from_the_rows():
+    def row(model, metric, value, low, high, valid=True):
+        return dict(model=model, metric=metric, value=value, ci_low=low, ci_high=high,
+                    n_subjects=3, valid=valid)
+
+    rows = pd.DataFrame([
+        row("cross_attention", "encoding_pct_ceiling", 58.2, 26.5, 89.9),
+        row("ridge", "encoding_pct_ceiling", 65.4, 52.7, 78.2),
+        row("oracle", "encoding_pct_ceiling", 66.3, 60.0, 70.0),
+        row("mean_noise", "encoding_pct_ceiling", -2.7, -5.0, 0.1),
+        row("cross_attention", "top1", 0.08, 0.06, 0.10),
+        row("ridge", "top1", 0.13, 0.12, 0.14),
+        row("cross_attention", "auc", 0.78, 0.7, 0.86, valid=False),
+        row("ridge", "auc", 0.6, 0.55, 0.65, valid=False),
+    ])
+    text = summaries.headline_findings(rows)
+    paragraphs = text.split("\n\n")
+    assert paragraphs[0].startswith("Means over 3 subjects")
+    encoding, top1, auc = paragraphs[1:]
+    assert encoding == ("**Encoding score**: `cross_attention` 58.2 [26.5, 89.9] % of the noise "
+                        "ceiling, `ridge` 65.4 [52.7, 78.2], `oracle` 66.3 [60.0, 70.0], "
+                        "`mean_noise` -2.7 [-5.0, 0.1]. The generator's interval lies across "
+                        "`ridge`'s mean (no difference shown at this number of subjects).")
+    assert top1.endswith("The generator's interval lies below `ridge`'s mean.")
+    assert "lies above" in auc and "a description, not evidence" in auc
+    assert "description" not in encoding + top1

@@ -53,7 +53,7 @@ from .pages.realism import (PROBES, realism_generators, probe_signals, realism_s
 from .pages.sampling import (CRITERIA, sampling_sweep, chosen_setting, validation_choice,
                              seed_table, seed_ablation)
 from .pages.group import (RANGES, group_mean_table, preferred_ceiling, headline_values,
-                          HEADLINE_CHECKS, headline_csv)
+                          HEADLINE_CHECKS, headline_csv, headline_findings)
 from .pages.display import (readout_display, readout_findings, fidelity_by_model,
                             fidelity_display, ci_pivot, ci_text, paired_display, headline_table)
 from .pages.results import (RESULTS, save_table, save_dataset_table, load_or_compute,
@@ -71,7 +71,8 @@ __all__ = [
     "topography_table", "spatial_timecourses", "rsa_timecourses", "rsa_table",
     "InterSubjectTopography", "inter_subject_topography", "own_vs_other_table", "sampling_sweep",
     "chosen_setting", "validation_choice", "seed_table", "RANGES", "group_mean_table",
-    "preferred_ceiling", "headline_values", "HEADLINE_CHECKS", "headline_csv", "readout_display",
+    "preferred_ceiling", "headline_values", "HEADLINE_CHECKS", "headline_csv",
+    "headline_findings", "readout_display",
     "readout_findings", "fidelity_by_model", "fidelity_display", "ci_pivot", "ci_text",
     "paired_display", "headline_table", "RESULTS", "save_table", "save_dataset_table",
     "load_or_compute", "group_results", "environment_versions", "git_commit", "provenance_table",

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..evaluation.stats import t_interval
+from ..evaluation.stats import format_ci, t_interval
 
 
 #: The range each summarised quantity can take; CIs are clipped to it.
@@ -114,3 +114,52 @@ def headline_csv(values: pd.DataFrame, verdicts: pd.DataFrame, ci: float = 0.95
         "n_subjects": values.groupby(["model", "quantity"], sort=False)["subject"].nunique()
         .loc[list(zip(means["model"], means["quantity"]))].to_numpy(),
         "valid": [passed.get(HEADLINE_CHECKS.get(q, q), False) for q in means["quantity"]]})
+
+
+#: How :func:`headline_findings` names each headline quantity, and its unit suffix.
+FINDING_LABELS = {"encoding_pct_ceiling": ("encoding score", " % of the noise ceiling"),
+                  "top1": ("identification top-1", ""), "auc": ("real-vs-generated AUC", "")}
+
+
+def headline_findings(rows: pd.DataFrame, generator: str = "cross_attention",
+                      baseline: str = "ridge", null: str = "mean_noise",
+                      ceiling: str = "oracle") -> str:
+    """The group summary's finding as Markdown sentences, computed from :func:`headline_csv`.
+
+    For each quantity of :data:`FINDING_LABELS`: the generator's mean over subjects with its
+    CI, beside the baseline, the image-blind ``null`` and the ``ceiling`` reference where
+    they were scored, and whether the generator's interval lies above, below or across the
+    baseline's value. A quantity whose check did not rank the references as it claims is
+    said to be a description, not evidence.
+    """
+    table = rows.set_index(["model", "metric"])
+    n = int(rows["n_subjects"].max())
+    sentences = [f"Means over {n} subject{'s' if n != 1 else ''} "
+                 f"(Student-t 95 % intervals across subjects"
+                 f"{'; one subject has no interval' if n == 1 else ''})."]
+    for quantity, (label, unit) in FINDING_LABELS.items():
+        if (generator, quantity) not in table.index:
+            continue
+        digits = 1 if unit else 3
+
+        def text(model: str) -> str:
+            return format_ci(*table.loc[(model, quantity), ["value", "ci_low", "ci_high"]],
+                             digits)
+
+        row = table.loc[(generator, quantity)]
+        parts = [f"`{generator}` {text(generator)}{unit}"]
+        parts += [f"`{m}` {text(m)}" for m in (baseline, ceiling, null)
+                  if (m, quantity) in table.index]
+        sentence = f"**{label.capitalize()}**: " + ", ".join(parts) + "."
+        if (baseline, quantity) in table.index and np.isfinite(row["ci_low"]):
+            base = table.loc[(baseline, quantity), "value"]
+            where = ("above" if row["ci_low"] > base else "below" if row["ci_high"] < base
+                     else "across")
+            sentence += (f" The generator's interval lies {where} `{baseline}`'s mean"
+                         + (" (no difference shown at this number of subjects)."
+                            if where == "across" else "."))
+        if not bool(row["valid"]):
+            sentence += (" This check did not rank the reference generators as it claims "
+                         "in every subject: a description, not evidence.")
+        sentences.append(sentence)
+    return "\n\n".join(sentences)

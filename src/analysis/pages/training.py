@@ -100,10 +100,14 @@ def learning_curve(run: SubjectRun, conditionings: Sequence[str] = ("cross_atten
 
 def plateau_epoch(curve: pd.DataFrame, share: float = 0.98) -> int:
     """The first scored epoch whose ``encoding_r`` reaches ``share`` of the curve's best:
-    where more training stops paying (one conditioning's rows of :func:`learning_curve`)."""
+    where more training stops paying (one conditioning's rows of :func:`learning_curve`).
+
+    A curve that never rises above 0 (no image-specific signal learnt) has no such share;
+    its plateau is the first epoch at its best.
+    """
     values = curve["encoding_r"].to_numpy(float)
     best = np.nanmax(values)
-    reached = np.flatnonzero(values >= share * best)
+    reached = np.flatnonzero(values >= (share * best if best > 0 else best))
     return int(curve["epoch"].iloc[reached[0]])
 
 
