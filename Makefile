@@ -9,7 +9,7 @@ PROFILE ?= default
 # Pretrained tags would hang on the unreachable hub before failing; fail fast instead.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: book test venv clean-book browser check-book
+.PHONY: book test venv clean-book browser check-book gpu-check
 
 venv: $(STAMP)
 
@@ -46,6 +46,17 @@ $(CHROMIUM):
 BOOK_PAGES ?= index.html book/intro.html
 check-book: $(STAMP) browser
 	$(BIN)/python -m analysis.book_check _build/html $(BOOK_PAGES) --screenshots _build/screenshots
+
+## gpu-check: on a CUDA machine, train the paper model on full-size random data for a fixed
+## number of steps on one GPU, then with DDP on every GPU, and sample; one JSON line each
+## (samples/s, signals/s, peak memory). GPU_SIZE: things-eeg2, things-eeg2-250hz, things-meg
+GPU_SIZE ?= things-eeg2-250hz
+GPU_STEPS ?= 50
+N_GPUS = $(shell $(BIN)/python -c "import torch; print(torch.cuda.device_count())")
+gpu-check: $(STAMP)
+	$(BIN)/python -m analysis.gpu_check --size $(GPU_SIZE) --steps $(GPU_STEPS)
+	@if [ "$(N_GPUS)" -gt 1 ]; then $(BIN)/python -m torch.distributed.run --standalone \
+	  --nproc_per_node=$(N_GPUS) -m analysis.gpu_check --size $(GPU_SIZE) --steps $(GPU_STEPS); fi
 
 clean-book:
 	rm -rf _build

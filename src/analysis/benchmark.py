@@ -32,13 +32,13 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -96,7 +96,7 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     for step in range(train_steps + 2):  # two warm-up steps are not timed
         if step == 2:
-            _sync(device)
+            sync_device(device)
             start = time.perf_counter()
         with amp or torch.autocast("cpu", enabled=False):
             # The training loop's loss: its timestep draw, weighting and dropout.
@@ -104,25 +104,25 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    _sync(device)
+    sync_device(device)
     train_rate = train_steps * train.batch_size / (time.perf_counter() - start)
 
     model.eval()
     rates = {}
     for method, n in (("ddim50", sample_batch), ("ddpm", ddpm_batch)):
         _, cond = batch(n)
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         sampler = DDIMSampler(50) if method == "ddim50" else DDPMSampler()
         diffusion.sample(model, (n, n_channels, n_times), sampler, cond=cond, device=device)
-        _sync(device)
+        sync_device(device)
         rates[method] = n / (time.perf_counter() - start)
     return {"profile": profile, "device": str(device), "n_parameters": model.n_parameters(),
             "batch_size": train.batch_size, "train_samples_per_s": round(train_rate, 1),
             "ddim50_signals_per_s": round(rates["ddim50"], 2),
             "ddpm_signals_per_s": round(rates["ddpm"], 3),
             "diffusion_steps": train.n_diffusion_steps,
-            "peak_memory_mb": round(_peak_memory_mb(device), 1)}
+            "peak_memory_mb": round(peak_memory_mb(device), 1)}
 
 
 def bench_features(profile: str, *, n_images: int = 64, pretrained: bool = True,
