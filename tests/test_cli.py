@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -138,7 +139,8 @@ def test_features_for_things_meg_serve_the_loaded_participant(tmp_path, capsys):
     assert "160 images" in capsys.readouterr().out
     dataset = pipeline.load_dataset("things-meg", root, 1)
     assert dataset.train.n_images + dataset.test.n_images == 160
-    with pytest.warns(UserWarning, match="random init"):
+    with warnings.catch_warnings():  # the random-init warning, once per process at most
+        warnings.simplefilter("ignore")
         features = pipeline.dataset_features(dataset, get_profile("ci").encoder, cache,
                                              progress=False)
     assert features.meta.get("cache_hit")
