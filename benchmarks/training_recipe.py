@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from analysis.config import get_profile
-from analysis.evaluation.metrics import fidelity_summary, mean_encoding_score
 from analysis.evaluation.realism import single_trial_snr, variability_tests
 from analysis.experiment import SubjectRun, ensure_dataset
 from analysis.provenance import package_versions
@@ -37,18 +36,14 @@ def score_variant(run: SubjectRun, conditioning: str, train: dict, n_samples: in
     started = time.perf_counter()
     trained = val.model(conditioning, **train)
     seconds = trained.info.get("train_seconds", time.perf_counter() - started)
-    mean = val.prediction(conditioning, train_overrides=train)
-    noiseless = None if val.dataset.noiseless is None else val.dataset.noiseless["test"]
-    table = fidelity_summary(mean, val.target, noiseless, n_boot=200)
-    method = "exact" if noiseless is not None else "split-half"
-    row = table.query("metric == 'encoding_score' and ceiling_method == @method").iloc[0]
+    score = run.validation_encoding_score(conditioning, n_boot=200, **train)
     samples = val.generated(conditioning, train_overrides=train, guidance_scale=guidance,
                             steps=steps, n_samples=n_samples)
     spread = variability_tests(val.target, samples, n_boot=100)["spread"]["value"]
     return {"conditioning": conditioning, "train": train,
-            "encoding_r": round(float(row["value"]), 4),
-            "encoding_pct_ceiling": round(float(row["pct_of_ceiling"]), 1),
-            "ridge_r": round(mean_encoding_score(val.prediction("ridge"), val.target_average), 4),
+            "encoding_r": round(score["value"], 4),
+            "encoding_pct_ceiling": round(score["pct_of_ceiling"], 1),
+            "ridge_r": round(score["baseline_value"], 4),
             "snr_ratio": round(single_trial_snr(samples) / single_trial_snr(val.target), 2),
             "spread": round(float(spread), 3), "train_seconds": round(float(seconds), 1),
             "optimiser_steps": trained.info["curve"][-1]["step"] if trained.info["curve"] else None,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from analysis.files import atomic_write, atomic_write_text
+from analysis.files import atomic_save, atomic_write, atomic_write_text
 
 
 def leftovers(folder):
@@ -40,3 +40,26 @@ def test_an_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path):
 def test_atomic_write_text_is_utf8(tmp_path):
     path = atomic_write_text(tmp_path / "units.txt", "µV")
     assert path.read_bytes() == "µV".encode("utf-8")
+
+
+def test_atomic_save_gives_path_writers_the_target_name_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "signals-epo.fif"
+    names = []
+
+    def save(path):
+        names.append(path.name)
+        path.write_bytes(b"fif")
+
+    assert atomic_save(target, save) == target and target.read_bytes() == b"fif"
+    assert names == ["signals-epo.fif"] and leftovers(tmp_path) == []
+
+    def fail(path):
+        path.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_save(target, fail, overwrite=True)
+    assert target.read_bytes() == b"fif" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "signals-epo.fif"]
+    with pytest.raises(FileExistsError):
+        atomic_save(target, save)

@@ -223,7 +223,6 @@ class SubjectRun:
         validation images, beside ridge on the same images. Without, a score written before
         is kept.
         """
-        from .evaluation.metrics import fidelity_summary, mean_encoding_score
         from .model_card import read_model_card, write_model_card
 
         trained = self.model(conditioning, **train_overrides)
@@ -233,23 +232,39 @@ class SubjectRun:
             except FileNotFoundError:
                 validation = None
         else:
-            val = self.validation
-            mean = val.prediction(conditioning, train_overrides=train_overrides or None)
-            noiseless = None if val.dataset.noiseless is None else val.dataset.noiseless["test"]
-            method = "exact" if noiseless is not None else "split-half"
-            table = fidelity_summary(mean, val.target, noiseless, n_boot=n_boot)
-            row = table.query("metric == 'encoding_score' and ceiling_method == @method").iloc[0]
             validation = {
                 "metric": "encoding score (mean r over channels × times)",
-                "value": float(row["value"]), "ci_low": float(row["ci_low"]),
-                "ci_high": float(row["ci_high"]), "pct_of_ceiling": float(row["pct_of_ceiling"]),
-                "ceiling": method, "baseline": "ridge",
-                "baseline_value": mean_encoding_score(val.prediction("ridge"), val.target_average),
-                "n_images": int(val.dataset.test.n_images),
+                **self.validation_encoding_score(conditioning, n_boot=n_boot, **train_overrides),
+                "baseline": "ridge", "n_images": int(self.validation.dataset.test.n_images),
                 "note": ("A twin trained the same way without the validation concepts, scored "
                          "on them; its conditional mean (x̂0 at t = T)."),
             }
         return write_model_card(trained, self.dataset, validation=validation)
+
+    def validation_encoding_score(self, conditioning: str, *, n_boot: int = 500,
+                         **train_overrides) -> dict:
+        """Encoding score of the ``conditioning`` twin's conditional mean on the validation
+        concepts (:attr:`validation`; trained if needed), beside ridge's there.
+
+        Returns
+        -------
+        dict
+            ``value``, ``ci_low`` / ``ci_high`` (bootstrap over validation images),
+            ``pct_of_ceiling`` and ``ceiling`` (``'exact'`` on simulated data, else
+            ``'split-half'``), and ``baseline_value`` (ridge's encoding score).
+        """
+        from .evaluation.metrics import fidelity_summary, mean_encoding_score
+
+        val = self.validation
+        mean = val.prediction(conditioning, train_overrides=train_overrides or None)
+        noiseless = None if val.dataset.noiseless is None else val.dataset.noiseless["test"]
+        method = "exact" if noiseless is not None else "split-half"
+        table = fidelity_summary(mean, val.target, noiseless, n_boot=n_boot)
+        row = table.query("metric == 'encoding_score' and ceiling_method == @method").iloc[0]
+        return {"value": float(row["value"]), "ci_low": float(row["ci_low"]),
+                "ci_high": float(row["ci_high"]), "pct_of_ceiling": float(row["pct_of_ceiling"]),
+                "ceiling": method,
+                "baseline_value": mean_encoding_score(val.prediction("ridge"), val.target_average)}
 
     @cached_property
     def validation(self) -> "SubjectRun":

@@ -61,3 +61,17 @@ def atomic_write(target: str | Path, write: Callable[[IO[bytes]], Any], *,
 def atomic_write_text(target: str | Path, text: str) -> Path:
     """Replace ``target`` with ``text`` (UTF-8) atomically."""
     return atomic_write(target, lambda fh: fh.write(text.encode("utf-8")), overwrite=True)
+
+
+def atomic_save(target: str | Path, save: Callable[[Path], Any], *, overwrite: bool = False
+                ) -> Path:
+    """:func:`atomic_write` for writers that want a path, not a file object (MNE's
+    ``Epochs.save``, ``write_info``): ``save`` writes into a scratch folder under the
+    target's name (MNE checks the name's ending), whose bytes then go through
+    :func:`atomic_write`."""
+    target = Path(target)
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / target.name
+        save(scratch)
+        return atomic_write(target, lambda fh: fh.write(scratch.read_bytes()),
+                            overwrite=overwrite)

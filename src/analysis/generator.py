@@ -20,7 +20,6 @@ saying which image, sample, model and sampling settings produced each.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .config import EncoderConfig, SamplingConfig
 from .data.contract import format_error
-from .files import atomic_write
+from .files import atomic_save, atomic_write
 from .training import FINAL, RECIPE_VERSION, RECORDING_INFO, TrainedModel, load_trained, match_features
 
 #: File suffixes read as images when a folder is given (case-insensitive).
@@ -165,9 +164,9 @@ class Generator:
         ValueError
             The encoder's weights here differ from those the model was trained with.
         """
-        from .encoders import build_encoder
+        from .pipeline import image_encoder_for
 
-        encoder = build_encoder(self.encoder, device=device)
+        encoder = image_encoder_for(self.encoder, device)
         if encoder.weights_digest != self.weights_digest:
             raise ValueError(f"{self.source}: trained on {self.encoder.model} weights with "
                              f"digest {self.weights_digest[:12]}…, but these weights hash to "
@@ -242,7 +241,7 @@ def write_epochs(epochs: mne.EpochsArray, out: str | Path, *, npz: bool = False,
     if not out.name.endswith(("-epo.fif", "_epo.fif")):
         raise ValueError(f"{out}: MNE epochs files end in -epo.fif")
     written = [out]
-    atomic_write(out, lambda fh: fh.write(_epochs_bytes(epochs)), overwrite=overwrite)
+    atomic_save(out, lambda path: epochs.save(path, verbose=False), overwrite=overwrite)
     if npz:
         arrays = out.with_name(out.name[: -len("-epo.fif")] + ".npz")
         atomic_write(arrays, lambda fh: np.savez(
@@ -253,9 +252,3 @@ def write_epochs(epochs: mne.EpochsArray, out: str | Path, *, npz: bool = False,
         written.append(arrays)
     return written
 
-
-def _epochs_bytes(epochs: mne.EpochsArray) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "signals-epo.fif"
-        epochs.save(path, verbose=False)
-        return path.read_bytes()

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .files import atomic_write, atomic_write_text
+from .files import atomic_save, atomic_write, atomic_write_text
 from .model_card import write_model_card
 from .provenance import package_versions
 from .data.contract import EpochedDataset
@@ -472,8 +471,8 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "config.json", json.dumps(_run_info(
             key, dataset, features, model_config, train_config, device, model, world), indent=2))
-        atomic_write(folder / RECORDING_INFO,
-                     lambda fh: fh.write(_info_bytes(dataset.info)), overwrite=True)
+        atomic_save(folder / RECORDING_INFO, lambda path: mne.io.write_info(path, dataset.info),
+                    overwrite=True)
 
     bar = tqdm(range(start_epoch, train_config.epochs), initial=start_epoch,
                total=train_config.epochs, disable=not progress or rank != 0,
@@ -554,14 +553,6 @@ def _checkpoint_state(model, ema, optimizer, preprocessing, model_config, train_
                      "tmin": float(dataset.times[0]), "units": str(dataset.meta["units"]),
                      "recipe_version": RECIPE_VERSION,
                      "train_seconds": seconds, "curve": list(curve)}}
-
-
-def _info_bytes(info) -> bytes:
-    """``info`` as a FIF file's bytes (MNE writes to a path; the caller writes atomically)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / RECORDING_INFO
-        mne.io.write_info(path, info)
-        return path.read_bytes()
 
 
 def _save_progress(folder: Path, model, ema, optimizer, preprocessing, model_config, train_config,
