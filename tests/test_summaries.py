@@ -669,3 +669,133 @@ def test_headline_findings_are_sentences_computed_from_the_rows():
     assert top1.endswith("The generator's interval lies below `ridge`'s mean.")
     assert "lies above" in auc and "a description, not evidence" in auc
     assert "description" not in encoding + top1
+
+
+def test_fidelity_findings_name_each_score_and_call_differences_at_holm_alpha():
+    fidelity = pd.DataFrame([
+        dict(model="oracle", metric="encoding_score", ceiling_method="exact", value=0.2,
+             ci_low=0.18, ci_high=0.22, pct_of_ceiling=100.0, pct_ci_low=90.0, pct_ci_high=110.0),
+        dict(model="train_mean", metric="encoding_score", ceiling_method="exact", value=np.nan,
+             ci_low=np.nan, ci_high=np.nan, pct_of_ceiling=np.nan, pct_ci_low=np.nan,
+             pct_ci_high=np.nan),
+        dict(model="oracle", metric="encoding_score", ceiling_method="split-half", value=0.2,
+             ci_low=0.18, ci_high=0.22, pct_of_ceiling=50.0, pct_ci_low=45.0, pct_ci_high=55.0),
+    ])
+    paired = pd.DataFrame([
+        dict(model_a="cross_attention", model_b="ridge", difference=-0.043, ci_low=-0.063,
+             ci_high=-0.024, p_holm=0.002),
+        dict(model_a="cross_attention", model_b="film", difference=0.01, ci_low=-0.01,
+             ci_high=0.03, p_holm=0.23),
+    ])
+    scores, worse, same = summaries.fidelity_findings(fidelity, paired, "exact").split("\n\n")
+    assert "`oracle` 0.200 [0.180, 0.220] (100.0 [90.0, 110.0] % of the exact ceiling)" in scores
+    assert "`train_mean` undefined" in scores and "split-half" not in scores
+    assert worse == ("`cross_attention` − `ridge`: Δ -0.043 [-0.063, -0.024], Holm-adjusted "
+                     "p = 0.002: `ridge` scores higher than `cross_attention` at α = 0.05.")
+    assert same.endswith("p = 0.23: no difference shown at α = 0.05.")
+
+
+def test_decoding_findings_read_identification_against_chance_and_auc_against_real():
+    identification = pd.DataFrame([
+        dict(model="ridge", statistic="top1", value=0.13, ci_low=0.09, ci_high=0.18,
+             chance=0.005, p_value=0.001),
+        dict(model="none", statistic="top1", value=0.005, ci_low=0.0, ci_high=0.03,
+             chance=0.005, p_value=0.6),
+        dict(model="ridge", statistic="top5", value=0.4, ci_low=0.3, ci_high=0.5,
+             chance=0.025, p_value=0.001),
+    ])
+    plausibility = pd.DataFrame([
+        dict(model="real_half", auc=0.5, ci_low=0.45, ci_high=0.55, p_value=np.nan),
+        dict(model="cross_attention", auc=0.78, ci_low=0.7, ci_high=0.86, p_value=0.01),
+    ])
+    top1, auc, invalid = summaries.decoding_findings(identification, plausibility,
+                                                    ["top5"]).split("\n\n")
+    assert top1.startswith("**Identification top-1** (Wilson 95 % intervals; chance 0.5 %)")
+    assert "`ridge` 13.0 [9.0, 18.0] % (above chance, p = 0.001)" in top1
+    assert "`none` 0.5 [0.0, 3.0] % (not shown above chance, p = 0.6)" in top1
+    assert "40.0" not in top1  # top-5 rows are not top-1
+    assert "`real_half` 0.50 [0.45, 0.55];" in auc
+    assert "`cross_attention` 0.78 [0.70, 0.86] (told apart from real, p = 0.01)" in auc
+    assert invalid.endswith("descriptions, not evidence: top5.")
+
+
+def test_ablation_findings_state_the_oracle_bar_the_group_means_and_the_seed_tests():
+    means = pd.DataFrame([
+        dict(model="cross_attention", quantity="encoding_pct_ceiling", mean=58.2, ci_low=26.5,
+             ci_high=89.9, n=3),
+        dict(model="ridge", quantity="encoding_pct_ceiling", mean=65.4, ci_low=52.7,
+             ci_high=78.2, n=3),
+        dict(model="ridge", quantity="paper_r", mean=0.6, ci_low=0.5, ci_high=0.7, n=3),
+    ])
+    seeds = pd.DataFrame([dict(model_a="cross_attention", model_b="film", n_seeds=3,
+                               difference=-0.013, ci_low=-0.033, ci_high=0.008, p_holm=0.23)])
+    oracle = pd.DataFrame([dict(model="cross_attention on true attributes", pct_of_ridge=105.3),
+                           dict(model="ridge on true attributes", pct_of_ridge=100.0)])
+    bar, encoding, seed = summaries.ablation_findings(means, seeds, oracle).split("\n\n")
+    assert bar == ("**Oracle conditioning**: `cross_attention on true attributes` reaches "
+                   "105.3 % of ridge's encoding score on the same attributes; it meets the "
+                   "90 % bar.")
+    assert "mean over 3 subjects" in encoding and "`ridge` 65.4 [52.7, 78.2] %" in encoding
+    assert "0.6" not in encoding  # other quantities are not encoding scores
+    assert seed.endswith("Δ encoding r -0.013 [-0.033, 0.008], Holm-adjusted p = 0.23: "
+                         "no difference shown at α = 0.05.")
+    low = oracle.assign(pct_of_ridge=[80.0, 100.0])
+    assert "does not meet the 90 % bar" in summaries.ablation_findings(means, seeds, low)
+    assert summaries.ablation_findings(means, seeds).startswith("**Encoding score**")
+
+
+def test_topography_findings_give_one_sentence_per_window():
+    topo = pd.DataFrame([
+        dict(model="real_half", window="P1", start=0.08, stop=0.12, measure="image_specific",
+             value=0.6, ci_low=0.5, ci_high=0.7),
+        dict(model="cross_attention", window="P1", start=0.08, stop=0.12,
+             measure="image_specific", value=0.3, ci_low=0.2, ci_high=0.4),
+        dict(model="cross_attention", window="P1", start=0.08, stop=0.12, measure="full",
+             value=0.9, ci_low=0.85, ci_high=0.95),
+        dict(model="cross_attention", window="N1", start=0.15, stop=0.2,
+             measure="image_specific", value=0.1, ci_low=-0.1, ci_high=0.3),
+    ])
+    rsa = pd.DataFrame([dict(model="cross_attention", window="P1", rho=0.25, p_value=0.001),
+                        dict(model="cross_attention", window="N1", rho=0.02, p_value=0.4)])
+    p1, n1 = summaries.topography_findings(topo, rsa).split("\n\n")
+    assert p1 == ("**P1** (80–120 ms), image-specific spatial r: `real_half` 0.600 [0.500, "
+                  "0.700]; `cross_attention` 0.300 [0.200, 0.400]. `cross_attention`'s "
+                  "representational geometry: RDM ρ = 0.250 (p = 0.001, above chance).")
+    assert "0.900" not in p1  # the full maps are not image-specific
+    assert n1.startswith("**N1** (150–200 ms)") and "not shown above chance" in n1
+
+
+def test_group_topography_findings_with_several_subjects_and_with_one():
+    inter = summaries.InterSubjectTopography(
+        subjects=[1, 2], real=np.array([[1.0, 0.2], [0.2, 1.0]]),
+        generated=np.array([[1.0, 0.6], [0.6, 1.0]]), generated_vs_real=np.eye(2),
+        own_vs_other=None)
+    own = pd.DataFrame([
+        dict(model="mean_noise", index=0.01, p_value=0.5, min_p=0.5),
+        dict(model="train_mean", index=np.nan, p_value=np.nan, min_p=0.5),
+        dict(model="cross_attention", index=0.12, p_value=0.5, min_p=0.5),
+    ])
+    spread, index = summaries.group_topography_findings(inter, own).split("\n\n")
+    assert spread.startswith("Mean inter-subject r of image-specific maps: real 0.200, "
+                             "generated 0.600")
+    assert "the image-blind `mean_noise` gives +0.010" in index
+    assert "`train_mean` undefined" in index
+    assert "`cross_attention` +0.120 (p = 0.5, smallest possible 0.5)" in index
+    assert summaries.group_topography_findings(None, None).startswith("One subject")
+
+
+def test_training_findings_give_the_loss_of_each_phase():
+    from types import SimpleNamespace
+
+    from analysis.training import TrainConfig
+
+    config = TrainConfig(epochs=4, trial_epochs=1, targets="average")
+    losses = [0.9, 0.7, 0.6, 0.8]
+    assert summaries.loss_phases(losses, config) == {"average": [0.9, 0.7, 0.6], "trials": [0.8]}
+    run = SimpleNamespace(model=lambda c: SimpleNamespace(losses=losses, train_config=config))
+    training = pd.DataFrame([dict(conditioning="film", loaded=True, n_parameters=1234567,
+                                  train_seconds=61.4, device="cpu")])
+    assert summaries.training_findings(run, training) == (
+        "`film` (checkpoint reused, 1,234,567 parameters, 61 s on cpu): on repetition "
+        "averages its loss went 0.900 → 0.600 over 3 epochs; on single trials its loss went "
+        "0.800 → 0.800 over 1 epoch.")

@@ -37,15 +37,17 @@ from .pages.common import (ATTRIBUTES_KEY, prediction, shown, with_noiseless, ex
                            example_channels, window_bounds, window_maps)
 from .pages.overview import (design_table, noise_ceilings, ceiling_table)
 from .pages.training import (checkpoint_record, training_table, config_table, losses,
-                             learning_curve, plateau_epoch, oracle_conditioning)
+                             learning_curve, plateau_epoch, oracle_conditioning, loss_phases,
+                             training_findings)
 from .pages.fidelity import (fidelity_table, score_predictions, readout_predictions,
-                             readout_table, paired_tests)
+                             readout_table, paired_tests, fidelity_findings)
 from .pages.decoding import (identification_mask, identify, identification_table,
                              plausibility_table, image_attribute, transfer_table, spectra,
-                             grand_averages, signal_statistics_table)
+                             grand_averages, signal_statistics_table, decoding_findings)
 from .pages.topography import (topography_table, spatial_timecourses, rsa_timecourses, rsa_table,
                                InterSubjectTopography, inter_subject_topography,
-                               own_vs_other_table)
+                               own_vs_other_table, topography_findings,
+                               group_topography_findings)
 from .pages.realism import (PROBES, realism_generators, probe_signals, realism_scores,
                             realism_validity, realism_dataset_validity, realism_display,
                             realism_summary, realism_findings, variability_by_image,
@@ -53,7 +55,7 @@ from .pages.realism import (PROBES, realism_generators, probe_signals, realism_s
 from .pages.sampling import (CRITERIA, sampling_sweep, chosen_setting, validation_choice,
                              seed_table, seed_ablation)
 from .pages.group import (RANGES, group_mean_table, preferred_ceiling, headline_values,
-                          HEADLINE_CHECKS, headline_csv, headline_findings)
+                          HEADLINE_CHECKS, headline_csv, headline_findings, ablation_findings)
 from .pages.display import (readout_display, readout_findings, fidelity_by_model,
                             fidelity_display, ci_pivot, ci_text, paired_display, headline_table)
 from .pages.results import (RESULTS, save_table, save_dataset_table, load_or_compute,
@@ -72,7 +74,9 @@ __all__ = [
     "InterSubjectTopography", "inter_subject_topography", "own_vs_other_table", "sampling_sweep",
     "chosen_setting", "validation_choice", "seed_table", "RANGES", "group_mean_table",
     "preferred_ceiling", "headline_values", "HEADLINE_CHECKS", "headline_csv",
-    "headline_findings", "readout_display",
+    "headline_findings", "fidelity_findings", "decoding_findings", "ablation_findings",
+    "topography_findings", "group_topography_findings", "loss_phases", "training_findings",
+    "readout_display",
     "readout_findings", "fidelity_by_model", "fidelity_display", "ci_pivot", "ci_text",
     "paired_display", "headline_table", "RESULTS", "save_table", "save_dataset_table",
     "load_or_compute", "group_results", "environment_versions", "git_commit", "provenance_table",

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import decoding
-from ..evaluation.stats import t_interval, wilson_interval
+from ..evaluation.stats import format_ci, t_interval, wilson_interval
 from ..names import MODELS, PER_IMAGE_MODELS, kind
 from .common import ATTRIBUTES_KEY, prediction, shown
 
@@ -256,3 +256,45 @@ def signal_statistics_table(run: SubjectRun, model: str = "cross_attention") -> 
     with np.errstate(divide="ignore", invalid="ignore"):
         wide["ratio"] = wide["generated"] / wide["real"]
     return wide[["statistic", "feature", "real", "generated", "ratio"]]
+
+
+def decoding_findings(identification: pd.DataFrame, plausibility: pd.DataFrame,
+                      invalid: Sequence[str] = (), alpha: float = 0.05) -> str:
+    """The decoding page's finding as Markdown sentences, computed from its tables.
+
+    Parameters
+    ----------
+    identification : pandas.DataFrame
+        :func:`identification_table` (its ``top1`` rows are used).
+    plausibility : pandas.DataFrame
+        :func:`plausibility_table` (``auc``, ``ci_low``, ``ci_high``, ``p_value``).
+    invalid : sequence of str
+        Checks that did not rank the references as they claim in this subject; named, so
+        their numbers read as descriptions.
+    alpha : float
+        Level at which a p-value is called.
+    """
+    top1 = identification.query("statistic == 'top1'")
+    parts = []
+    for row in top1.itertuples():
+        above = ("above chance" if row.p_value < alpha else "not shown above chance")
+        share = format_ci(100 * row.value, 100 * row.ci_low, 100 * row.ci_high, 1)
+        parts.append(f"`{row.model}` {share} % ({above}, p = {row.p_value:.2g})")
+    chance = 100 * float(top1["chance"].iloc[0]) if len(top1) else float("nan")
+    sentences = [f"**Identification top-1** (Wilson 95 % intervals; chance {chance:.1f} %): "
+                 + "; ".join(parts) + "."]
+    parts = []
+    for row in plausibility.itertuples():
+        text = f"`{row.model}` {format_ci(row.auc, row.ci_low, row.ci_high, 2)}"
+        if np.isfinite(row.p_value):
+            text += (" (told apart from real" if row.p_value < alpha
+                     else " (not told apart from real") + f", p = {row.p_value:.2g})"
+        parts.append(text)
+    sentences.append("**Real vs generated** (AUC; 0.5: a classifier cannot tell a model's "
+                     "signals from real repetitions of the same image): " + "; ".join(parts)
+                     + ".")
+    if len(invalid):
+        sentences.append("Checks that did not rank the references as they claim here, so "
+                         "their numbers are descriptions, not evidence: "
+                         + ", ".join(invalid) + ".")
+    return "\n\n".join(sentences)

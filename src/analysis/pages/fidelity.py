@@ -10,7 +10,7 @@ import pandas as pd
 from ..evaluation.metrics import (fidelity_summary, paired_encoding_test, paper_mse,
                                   paper_pearson, pct_of_exact_ceiling_ci)
 from ..evaluation.noise_ceiling import noise_ceiling_r
-from ..evaluation.stats import holm, paired_permutation_test
+from ..evaluation.stats import format_ci, holm, paired_permutation_test
 from ..names import PAIRS
 from .common import prediction, shown
 
@@ -156,3 +156,41 @@ def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
     table = pd.DataFrame(rows)
     table.insert(table.columns.get_loc("p_value") + 1, "p_holm", holm(table["p_value"]))
     return table
+
+
+def fidelity_findings(fidelity: pd.DataFrame, paired: pd.DataFrame, ceiling: str,
+                      alpha: float = 0.05) -> str:
+    """The fidelity page's finding as Markdown sentences, computed from its tables.
+
+    Parameters
+    ----------
+    fidelity : pandas.DataFrame
+        :func:`fidelity_table` (``encoding_score`` rows, with ``pct_of_ceiling`` and its
+        ``pct_ci_low`` / ``pct_ci_high``).
+    paired : pandas.DataFrame
+        :func:`paired_tests` (``difference``, ``ci_low``, ``ci_high``, ``p_holm``).
+    ceiling : str
+        The ceiling method the percentages refer to (``'exact'`` or ``'split-half'``).
+    alpha : float
+        Level of the Holm-adjusted tests a difference is called at.
+    """
+    rows = fidelity.query("metric == 'encoding_score' and ceiling_method == @ceiling")
+    scores = []
+    for row in rows.itertuples():
+        if not np.isfinite(row.value):  # a constant prediction has no correlation
+            scores.append(f"`{row.model}` undefined (the same prediction for every image)")
+            continue
+        pct = format_ci(row.pct_of_ceiling, row.pct_ci_low, row.pct_ci_high, 1)
+        scores.append(f"`{row.model}` {format_ci(row.value, row.ci_low, row.ci_high, 3)} "
+                      f"({pct} % of the {ceiling} ceiling)")
+    sentences = ["**Encoding score** of each model's mean prediction and of the references "
+                 "(bootstrap 95 % intervals over test images): " + "; ".join(scores) + "."]
+    for row in paired.itertuples():
+        better, worse = ((row.model_a, row.model_b) if row.difference > 0
+                         else (row.model_b, row.model_a))
+        verdict = (f"`{better}` scores higher than `{worse}`" if row.p_holm < alpha
+                   else "no difference shown")
+        delta = format_ci(row.difference, row.ci_low, row.ci_high, 3)
+        sentences.append(f"`{row.model_a}` − `{row.model_b}`: Δ {delta}, Holm-adjusted "
+                         f"p = {row.p_holm:.2g}: {verdict} at α = {alpha:g}.")
+    return "\n\n".join(sentences)

@@ -163,3 +163,47 @@ def headline_findings(rows: pd.DataFrame, generator: str = "cross_attention",
                          "in every subject: a description, not evidence.")
         sentences.append(sentence)
     return "\n\n".join(sentences)
+
+
+def ablation_findings(means: pd.DataFrame, seed_pairs: pd.DataFrame,
+                      oracle: pd.DataFrame | None = None, alpha: float = 0.05,
+                      bar_pct_of_ridge: float = 90.0) -> str:
+    """The ablation page's finding as Markdown sentences, computed from its tables.
+
+    Parameters
+    ----------
+    means : pandas.DataFrame
+        :func:`group_mean_table` of :func:`headline_values` by ``model`` and ``quantity``
+        (its ``encoding_pct_ceiling`` rows are used).
+    seed_pairs : pandas.DataFrame
+        :func:`~analysis.pages.sampling.seed_ablation`'s pairs (``model_a``, ``model_b``,
+        ``n_seeds``, ``difference``, ``ci_low``, ``ci_high``, ``p_holm``).
+    oracle : pandas.DataFrame, optional
+        :func:`~analysis.pages.training.oracle_conditioning` rows of one ceiling's
+        ``encoding_score`` (simulated data only).
+    alpha, bar_pct_of_ridge
+        Level of the Holm-adjusted seed tests; the oracle-conditioning bar (% of ridge).
+    """
+    sentences = []
+    if oracle is not None and len(oracle):
+        row = oracle[oracle["model"] != "ridge on true attributes"].iloc[0]
+        verdict = "meets" if row["pct_of_ridge"] >= bar_pct_of_ridge else "does not meet"
+        sentences.append(f"**Oracle conditioning**: `{row['model']}` reaches "
+                         f"{row['pct_of_ridge']:.1f} % of ridge's encoding score on the same "
+                         f"attributes; it {verdict} the {bar_pct_of_ridge:g} % bar.")
+    rows = means[means["quantity"] == "encoding_pct_ceiling"]
+    n = int(rows["n"].max()) if len(rows) else 0
+    parts = [f"`{r.model}` {format_ci(r.mean, r.ci_low, r.ci_high, 1)} %"
+             for r in rows.itertuples()]
+    sentences.append(f"**Encoding score** as % of the noise ceiling, mean over {n} "
+                     f"subject{'s' if n != 1 else ''} (Student-t 95 % intervals): "
+                     + "; ".join(parts) + ".")
+    for r in seed_pairs.itertuples():
+        better, worse = (r.model_a, r.model_b) if r.difference > 0 else (r.model_b, r.model_a)
+        verdict = (f"`{better}` scores higher than `{worse}`" if r.p_holm < alpha
+                   else "no difference shown")
+        delta = format_ci(r.difference, r.ci_low, r.ci_high, 3)
+        sentences.append(f"Over {r.n_seeds} training seeds of the first subject, "
+                         f"`{r.model_a}` − `{r.model_b}`: Δ encoding r {delta}, Holm-adjusted "
+                         f"p = {r.p_holm:.2g}: {verdict} at α = {alpha:g}.")
+    return "\n\n".join(sentences)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation import topography as topo
-from ..evaluation.stats import bootstrap_ci, fisher_z_interval, mean_ignoring_nan, pearson_r
+from ..evaluation.stats import (bootstrap_ci, fisher_z_interval, format_ci, mean_ignoring_nan,
+                               pearson_r)
 from ..names import MODELS, PER_IMAGE_MODELS, kind
 from .common import prediction, shown, window_bounds, window_maps, with_noiseless
 
@@ -216,3 +217,65 @@ def own_vs_other_table(runs: Mapping[int, SubjectRun], models: Sequence[str] | N
                          per_subject=", ".join(f"{s}: {v:.3f}" for s, v in
                                                zip(result.subjects, result.per_subject))))
     return pd.DataFrame(rows)
+
+
+def topography_findings(topo_table: pd.DataFrame, rsa: pd.DataFrame,
+                        model: str = "cross_attention", alpha: float = 0.05) -> str:
+    """The topography page's finding as Markdown sentences, one per ERP window.
+
+    Parameters
+    ----------
+    topo_table : pandas.DataFrame
+        :func:`topography_table` (its ``image_specific`` rows: every model and reference).
+    rsa : pandas.DataFrame
+        :func:`rsa_table` (``model``, ``window``, ``rho``, ``p_value``).
+    model : str
+        The generator whose RDM similarity is stated.
+    alpha : float
+        Level at which the RSA permutation p is called.
+    """
+    specific = topo_table[topo_table["measure"] == "image_specific"]
+    sentences = []
+    for window, rows in specific.groupby("window", sort=False):
+        first = rows.iloc[0]
+        parts = [f"`{r.model}` {format_ci(r.value, r.ci_low, r.ci_high, 3)}"
+                 for r in rows.itertuples()]
+        text = (f"**{window}** ({1000 * first['start']:.0f}–{1000 * first['stop']:.0f} ms), "
+                "image-specific spatial r: " + "; ".join(parts) + ".")
+        match = rsa[(rsa["model"] == model) & (rsa["window"] == window)]
+        if len(match):
+            r = match.iloc[0]
+            called = "above" if r["p_value"] < alpha else "not shown above"
+            text += (f" `{model}`'s representational geometry: RDM ρ = {r['rho']:.3f} "
+                     f"(p = {r['p_value']:.2g}, {called} chance).")
+        sentences.append(text)
+    return "\n\n".join(sentences)
+
+
+def group_topography_findings(inter: "InterSubjectTopography | None", own: pd.DataFrame | None,
+                              null: str = "mean_noise") -> str:
+    """The group topography page's finding as Markdown sentences.
+
+    ``inter`` (:func:`inter_subject_topography`) and ``own`` (:func:`own_vs_other_table`)
+    are None for a one-subject run, which has nothing to compare across subjects.
+    """
+    if inter is None or own is None:
+        return ("One subject: nothing to compare across subjects (the between-subject "
+                "similarity and the own-vs-other index need at least two); the "
+                "intra-subject table above is this subject's alone.")
+    off = ~np.eye(len(inter.subjects), dtype=bool)
+    sentences = [f"Mean inter-subject r of image-specific maps: real "
+                 f"{inter.real[off].mean():.3f}, generated {inter.generated[off].mean():.3f} "
+                 "(generated maps more alike across subjects than real ones would mean the "
+                 "generator ignores the individual)."]
+    base = own.set_index("model")["index"].get(null, np.nan)
+    parts = []
+    for r in own.itertuples():
+        if not np.isfinite(r.index):
+            parts.append(f"`{r.model}` undefined (no image-specific maps)")
+        else:
+            parts.append(f"`{r.model}` {r.index:+.3f} (p = {r.p_value:.2g}, smallest possible "
+                         f"{r.min_p:.2g})")
+    sentences.append(f"**Own-vs-other index** (own-subject minus other-subject r; the "
+                     f"image-blind `{null}` gives {base:+.3f}): " + "; ".join(parts) + ".")
+    return "\n\n".join(sentences)

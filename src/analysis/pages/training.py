@@ -151,3 +151,31 @@ def oracle_conditioning(run: SubjectRun, conditioning: str = "cross_attention", 
     table["pct_of_ridge"] = [100 * v / ridge_rows[(m, c)] for v, m, c in
                              zip(table["value"], table["metric"], table["ceiling_method"])]
     return table
+
+
+def loss_phases(losses: Sequence[float], config) -> dict[str, list[float]]:
+    """Per-epoch losses grouped by what each epoch trained on (``'average'`` repetition
+    means, then ``'trials'``; :meth:`~analysis.training.TrainConfig.targets_at`), in order."""
+    phases: dict[str, list[float]] = {}
+    for epoch, loss in enumerate(losses):
+        phases.setdefault(config.targets_at(epoch), []).append(float(loss))
+    return phases
+
+
+def training_findings(run: SubjectRun, training: pd.DataFrame) -> str:
+    """The training page's finding as Markdown, one sentence per conditioning: reused or
+    trained now, its size, and its loss from the first to the last epoch of each phase
+    (whether training still made progress there). ``training``: :func:`training_table`."""
+    names = {"average": "repetition averages", "trials": "single trials"}
+    sentences = []
+    for row in training.itertuples():
+        trained = run.model(row.conditioning)
+        phases = loss_phases(trained.losses, trained.train_config)
+        progress = "; ".join(f"on {names.get(kind, kind)} its loss went {values[0]:.3f} → "
+                             f"{values[-1]:.3f} over {len(values)} "
+                             f"epoch{'s' if len(values) != 1 else ''}"
+                             for kind, values in phases.items())
+        origin = "checkpoint reused" if row.loaded else "trained now"
+        sentences.append(f"`{row.conditioning}` ({origin}, {row.n_parameters:,} parameters, "
+                         f"{row.train_seconds:.0f} s on {row.device}): {progress}.")
+    return "\n\n".join(sentences)
