@@ -79,3 +79,12 @@ def window_maps(run: SubjectRun, model: str | None = None, windows=None) -> np.n
     (``model=None``) or of a model's predictions."""
     responses = run.target_average if model is None else prediction(run, model)
     return topo.window_maps(responses, run.dataset.times, windows)
+
+
+def difference_verdict(model_a: str, model_b: str, difference: float, p_holm: float,
+                       alpha: float = 0.05) -> str:
+    """What a paired A − B test says, for "What we found" sentences: which model scores
+    higher when the Holm-adjusted p is below ``alpha``, else that no difference was shown."""
+    better, worse = (model_a, model_b) if difference > 0 else (model_b, model_a)
+    shown = f"`{better}` scores higher than `{worse}`" if p_holm < alpha else "no difference shown"
+    return f"{shown} at α = {alpha:g}"

@@ -12,7 +12,7 @@ from ..evaluation.metrics import (fidelity_summary, paired_encoding_test, paper_
 from ..evaluation.noise_ceiling import noise_ceiling_r
 from ..evaluation.stats import format_ci, holm, paired_permutation_test
 from ..names import PAIRS
-from .common import prediction, shown
+from .common import difference_verdict, prediction, shown
 
 if TYPE_CHECKING:
     from ..experiment import SubjectRun
@@ -186,11 +186,9 @@ def fidelity_findings(fidelity: pd.DataFrame, paired: pd.DataFrame, ceiling: str
     sentences = ["**Encoding score** of each model's mean prediction and of the references "
                  "(bootstrap 95 % intervals over test images): " + "; ".join(scores) + "."]
     for row in paired.itertuples():
-        better, worse = ((row.model_a, row.model_b) if row.difference > 0
-                         else (row.model_b, row.model_a))
-        verdict = (f"`{better}` scores higher than `{worse}`" if row.p_holm < alpha
-                   else "no difference shown")
+        verdict = difference_verdict(row.model_a, row.model_b, row.difference, row.p_holm,
+                                     alpha)
         delta = format_ci(row.difference, row.ci_low, row.ci_high, 3)
         sentences.append(f"`{row.model_a}` − `{row.model_b}`: Δ {delta}, Holm-adjusted "
-                         f"p = {row.p_holm:.2g}: {verdict} at α = {alpha:g}.")
+                         f"p = {row.p_holm:.2g}: {verdict}.")
     return "\n\n".join(sentences)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.stats import format_ci, t_interval
+from .common import difference_verdict
 
 
 #: The range each summarised quantity can take; CIs are clipped to it.
@@ -199,11 +200,9 @@ def ablation_findings(means: pd.DataFrame, seed_pairs: pd.DataFrame,
                      f"subject{'s' if n != 1 else ''} (Student-t 95 % intervals): "
                      + "; ".join(parts) + ".")
     for r in seed_pairs.itertuples():
-        better, worse = (r.model_a, r.model_b) if r.difference > 0 else (r.model_b, r.model_a)
-        verdict = (f"`{better}` scores higher than `{worse}`" if r.p_holm < alpha
-                   else "no difference shown")
+        verdict = difference_verdict(r.model_a, r.model_b, r.difference, r.p_holm, alpha)
         delta = format_ci(r.difference, r.ci_low, r.ci_high, 3)
         sentences.append(f"Over {r.n_seeds} training seeds of the first subject, "
                          f"`{r.model_a}` − `{r.model_b}`: Δ encoding r {delta}, Holm-adjusted "
-                         f"p = {r.p_holm:.2g}: {verdict} at α = {alpha:g}.")
+                         f"p = {r.p_holm:.2g}: {verdict}.")
     return "\n\n".join(sentences)
