@@ -4,10 +4,12 @@ The decoding page's ``plausibility_table`` calls
 :func:`analysis.evaluation.decoding.residual_auc` once per model: a logistic regression on
 log-power features (channels × ``n_times // 2 + 1`` bins) of 2 × 200 image residuals,
 ``cv`` folds, plus ``n_permutations × cv`` fits for each generator (references are not
-permuted). Its cost grows with channels × bins, so the THINGS-EEG2 250 Hz layout and
-THINGS-MEG are where it stops scaling. This times one call per layout and permutation
-count on random arrays of the real test-set shape (the fit's cost does not depend on the
-values), with the process's peak resident memory after each call.
+permuted). Fitted on the features themselves, its cost grew with channels × bins (at
+0d08cba, 19 permutations: 47 s at the THINGS-EEG2 250 Hz layout, 223 s at THINGS-MEG);
+since the fits run in the principal components of the 400 examples, the features are
+read once. This times one call per layout and permutation count on random arrays of the
+real test-set shape (the fit's cost does not depend on the values), with the process's
+peak resident memory after each call.
 
     .venv/bin/python benchmarks/decoding_scale.py --output benchmarks/results/decoding-scale.json
 """

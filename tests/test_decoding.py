@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from scipy import stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.preprocessing import StandardScaler
 
 from analysis.evaluation import decoding as dec
 
@@ -199,6 +202,19 @@ def test_same_distribution_gives_auc_near_half_and_a_shift_near_one():
     shifted = dec.real_vs_generated_auc(real, same + 1.0, n_permutations=19)
     assert shifted.auc > 0.95
     assert shifted.p_value == pytest.approx(1 / 20)
+
+
+def test_auc_in_principal_components_equals_the_fit_on_the_standardised_features():
+    # More features (3 × 40) than examples (2 × 30): the basis change is exact only because
+    # an L2 fit's weights lie in the span of its examples; the fold AUCs must not move.
+    real, generated = iid((30, 3, 40), seed=5), 1.3 * iid((30, 3, 40), seed=6)
+    res = dec.real_vs_generated_auc(real, generated, cv=3, seed=2, n_permutations=0)
+    x = StandardScaler().fit_transform(np.concatenate([real, generated]).reshape(60, -1))
+    y = np.r_[np.zeros(30, int), np.ones(30, int)]
+    direct = cross_val_score(LogisticRegression(C=0.01, solver="liblinear", random_state=2),
+                             x, y, cv=StratifiedKFold(3, shuffle=True, random_state=2),
+                             scoring="roc_auc")
+    np.testing.assert_allclose(res.fold_aucs, direct, atol=1e-9)
 
 
 def test_log_power_features_catch_what_a_linear_signal_classifier_cannot():
