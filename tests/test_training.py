@@ -349,3 +349,20 @@ def test_trial_epochs_switch_from_averages_to_single_trials(dataset, features, t
         TrainConfig(targets="trials", trial_epochs=1)
     with pytest.raises(ValueError, match=r"trial_epochs must lie in 0\.\.epochs"):
         TrainConfig(epochs=2, targets="average", trial_epochs=3)
+
+
+def test_examples_per_epoch_caps_the_steps_of_each_epoch(dataset, features, tmp_path):
+    config = dataclasses.replace(TRAIN, examples_per_epoch=20)
+    steps = []
+    trained = train(dataset, features, tmp_path, config=config,
+                    on_step=lambda epoch, step: steps.append(epoch))
+    # 48 single trials, at most 20 per epoch: ceil(20 / 16) = 2 steps in each of 3 epochs.
+    assert steps == [0, 0, 1, 1, 2, 2] and trained.info["optimiser_steps"] == 6
+    # A cap above the data is no cap: the full 48 / 16 = 3 steps per epoch.
+    steps.clear()
+    train(dataset, features, tmp_path, config=dataclasses.replace(TRAIN, examples_per_epoch=1000),
+          on_step=lambda epoch, step: steps.append(epoch))
+    assert steps == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match="examples_per_epoch must be a positive integer"):
+            TrainConfig(examples_per_epoch=bad)

@@ -49,9 +49,9 @@ def default_data_root(profile: str, modality: str = "eeg") -> Path:
 
 
 def _add_profile(parser: argparse.ArgumentParser) -> None:
+    sizes = "; ".join(f"{name} ({profile.summary})" for name, profile in PROFILES.items())
     parser.add_argument("--profile", choices=sorted(PROFILES), default="ci",
-                        help="run size: ci (seconds), default (minutes), paper (GPU hours); "
-                             "default: %(default)s")
+                        help=f"run size: {sizes}; default: %(default)s")
 
 
 def _add_encoder(parser: argparse.ArgumentParser) -> None:

@@ -107,6 +107,8 @@ class Profile:
     #: Other encoders whose features are read out beside the profile's own (what
     #: features carry): e.g. random-init CLIP, "what random features give".
     readout_encoders: tuple[EncoderConfig, ...] = ()
+    #: What the profile is for, in a few words (the command line's help).
+    summary: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,17 +133,39 @@ CONDITIONINGS = ("cross_attention", "concat", "film", "none")
 # The tiny encoder architecture is registered from encoder_configs/ (see analysis.encoders).
 CI_ENCODER = "i2b-tiny-vit"
 
+# The ci profile's encoder, network and sampler, which the rehearsal reuses.
+_CI_ENCODER_CONFIG = EncoderConfig(model=CI_ENCODER, pretrained=None, batch_size=64)
+_CI_UNET = dict(base_channels=16, channel_mults=(1, 2), context_dim=32, concat_maps=8, heads=2)
+_CI_SAMPLING = SamplingConfig(steps=10, n_samples=2)
+
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
         "ci",
         SimulationSize(n_subjects=2, n_train_concepts=60, n_train_images_per_concept=2,
                        n_test_concepts=40, n_train_reps=4, n_test_reps=16),
-        EncoderConfig(model=CI_ENCODER, pretrained=None, batch_size=64),
-        unet=dict(base_channels=16, channel_mults=(1, 2), context_dim=32, concat_maps=8, heads=2),
+        _CI_ENCODER_CONFIG,
+        unet=_CI_UNET,
         train=dict(epochs=3, batch_size=32, warmup_steps=10),
-        sampling=SamplingConfig(steps=10, n_samples=2),
+        sampling=_CI_SAMPLING,
         # The tiny random ViT keeps CI fast; the pretrained CNN is still read out beside it.
         readout_encoders=(ENCODER_DEFAULTS["timm"],),
+        summary="seconds",
+    ),
+    "rehearsal": Profile(
+        "rehearsal",
+        # THINGS-EEG2's sizes for one subject: 16 544 training images × 4 repetitions
+        # (THINGS: 16 540 = 1654 concepts × 10; the procedural family's 576 concepts allow
+        # 376 × 44), 200 test images × 80; small images (the encoder resizes them anyway).
+        SimulationSize(n_subjects=1, n_train_concepts=376, n_train_images_per_concept=44,
+                       n_test_concepts=200, n_train_reps=4, n_test_reps=80, image_size=64),
+        _CI_ENCODER_CONFIG,
+        unet=_CI_UNET,
+        # 3 epochs of 4096 random single trials (of 66 176): every page's work at full data
+        # size on a CPU, with a generator trained for minutes, not to convergence.
+        train=dict(epochs=3, batch_size=32, warmup_steps=10, examples_per_epoch=4096),
+        sampling=_CI_SAMPLING,
+        summary="THINGS-sized data, ci models on a step budget: times every page at full "
+                "size, its scores are not results",
     ),
     "default": Profile(
         "default",
@@ -167,6 +191,7 @@ PROFILES: dict[str, Profile] = {
         # sweeps on validation concepts say whether another guidance or step count is chosen.
         sampling=SamplingConfig(steps=50, n_samples=16, guidance_scale=1.0),
         readout_encoders=(ENCODER_DEFAULTS["open_clip"],),  # what random features give
+        summary="minutes on a CPU, the built-in book",
     ),
     "paper": Profile(
         "paper",
@@ -176,6 +201,7 @@ PROFILES: dict[str, Profile] = {
         unet=dict(base_channels=64, channel_mults=(1, 2, 4), context_dim=256, blocks_per_level=2),
         train=dict(epochs=100, batch_size=256, lr=5e-4),
         sampling=SamplingConfig(steps=100, n_samples=8),
+        summary="GPU hours",
     ),
 }
 

@@ -72,6 +72,9 @@ class TrainConfig:
     on single trials: averages teach the conditional mean (E[average | c] = E[trial | c])
     at 1 / n_reps of the cost per epoch, the trial epochs then teach the trial
     distribution around it; the data are normalised as single trials throughout.
+    ``examples_per_epoch = n`` makes each epoch a fresh random subset of at most ``n``
+    examples: a budget for data too big to sweep on the machine at hand (THINGS-EEG2's
+    66 160 single trials on a CPU).
     """
 
     epochs: int = 40
@@ -96,6 +99,7 @@ class TrainConfig:
     ema_decay: float = 0.995
     targets: str = "trials"
     trial_epochs: int = 0
+    examples_per_epoch: int | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -105,6 +109,10 @@ class TrainConfig:
         if not 0 <= self.trial_epochs <= self.epochs:
             raise ValueError(f"trial_epochs must lie in 0..epochs ({self.epochs}), "
                              f"got {self.trial_epochs}")
+        if self.examples_per_epoch is not None and not (
+                isinstance(self.examples_per_epoch, int) and self.examples_per_epoch > 0):
+            raise ValueError("examples_per_epoch must be a positive integer or None, got "
+                             f"{self.examples_per_epoch!r}")
         if self.trial_epochs and self.targets != "average":
             raise ValueError("trial_epochs: the last epochs switch from averages to single "
                              f"trials, so targets must be 'average', got '{self.targets}'")
@@ -458,9 +466,13 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     if smallest // world < 1:
         raise ValueError(f"{smallest} training examples cannot be shared by {world} processes")
 
+    def per_rank_in(epoch: int) -> int:
+        """Examples each rank trains on in ``epoch``."""
+        n = len(examples[train_config.targets_at(epoch)][0])
+        return min(n, train_config.examples_per_epoch or n) // world
+
     def steps_in(epoch: int) -> int:
-        per_rank = len(examples[train_config.targets_at(epoch)][0]) // world
-        return -(-per_rank // train_config.batch_size)
+        return -(-per_rank_in(epoch) // train_config.batch_size)
 
     steps_before = np.cumsum([0] + [steps_in(e) for e in range(train_config.epochs)])
     total_steps = int(steps_before[-1])
@@ -481,8 +493,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         started = time.perf_counter()
         g = torch.Generator().manual_seed(train_config.seed * 100_003 + epoch)
         x_all, image_of = examples[train_config.targets_at(epoch)]
-        per_rank = len(x_all) // world
-        order = torch.randperm(len(x_all), generator=g)[:per_rank * world][rank::world]
+        order = torch.randperm(len(x_all), generator=g)[:per_rank_in(epoch) * world][rank::world]
         # Timesteps, noise and condition dropout: the diffusion draws them from this stream.
         noise_g = torch.Generator(device).manual_seed(train_config.seed * 100_003 + epoch + rank)
         net.train()
