@@ -13,7 +13,8 @@ import yaml
 
 from analysis.book import GENERATED_TOC
 from analysis.runner import (GROUP_NOTEBOOKS, SUBJECT_NOTEBOOKS, NotebookFailed, Page,
-                             critical_path_seconds, execute_pages, plan_pages, write_toc)
+                             critical_path_seconds, execute_pages, plan_pages, write_run_costs,
+                             write_toc)
 
 
 def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
@@ -112,6 +113,23 @@ def test_one_job_runs_a_page_after_those_it_reads_even_if_planned_before_them(tm
     code = [c for c in cells if c.cell_type == "code"]
     assert code and all("hide-input" in c.metadata["tags"] for c in code)
     assert all("tags" not in c.metadata for c in cells if c.cell_type == "markdown")
+
+
+def test_page_costs_see_the_kernel_memory_and_are_recorded_as_json(tmp_path):
+    light = _notebook(tmp_path / "light.nb.ipynb", "x = 1")
+    # 400 MB written to (so resident), held for four memory samples.
+    heavy = _notebook(tmp_path / "heavy.nb.ipynb",
+                      "import time\nimport numpy as np\nx = np.ones(50_000_000)\ntime.sleep(1.0)")
+    costs = execute_pages([Page("light", light, tmp_path / "pages/light.ipynb", {}),
+                           Page("heavy", heavy, tmp_path / "pages/heavy.ipynb", {})],
+                          tmp_path, jobs=1)
+    assert costs["heavy"].peak_gb - costs["light"].peak_gb > 0.3
+    assert costs["light"].peak_gb > 0.01 and costs["heavy"].seconds > 1.0
+    path = write_run_costs(tmp_path / "results/run-costs.json", costs, profile="ci", jobs=1)
+    record = json.loads(path.read_text())
+    assert (record["profile"], record["jobs"]) == ("ci", 1) and "mne" in record["versions"]
+    assert [row["step"] for row in record["steps"]] == ["light", "heavy"]
+    assert record["steps"][1]["peak_gb"] == round(costs["heavy"].peak_gb, 2)
 
 
 def test_toc_keeps_the_hand_written_pages_and_leaves_the_committed_file_alone(tmp_path):

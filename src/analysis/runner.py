@@ -16,18 +16,23 @@ the HTML of the last good run in place.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
 import re
+import resource
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
 import papermill
+import psutil
 import yaml
 
 from .book import GENERATED_TOC, build_book
@@ -74,8 +79,46 @@ def subject_folder(book_root: Path, dataset: str, subject: int) -> Path:
     return book_root / "book" / "subjects" / dataset / f"sub-{subject:02d}"
 
 
-def execute_notebook(template: Path, output: Path, parameters: dict, cwd: Path) -> float:
-    """Execute ``template`` with ``parameters`` into ``output`` atomically; returns seconds.
+@dataclass(frozen=True)
+class PageCost:
+    """What executing one page took: wall-clock seconds and the peak resident memory of
+    its kernel (GB, sampled every :data:`MEMORY_SAMPLE_S`; a shorter spike can be missed)."""
+
+    seconds: float
+    peak_gb: float
+
+
+MEMORY_SAMPLE_S = 0.25
+
+
+@contextmanager
+def _peak_child_memory():
+    """Samples the resident memory of this process's children (a page's kernel) in a thread;
+    yields a one-element list that holds the peak in bytes once the block ends."""
+    peak, done = [0], threading.Event()
+    me = psutil.Process()
+
+    def sample():
+        while not done.wait(MEMORY_SAMPLE_S):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:  # the process ended between listing and reading
+                    pass
+            peak[0] = max(peak[0], total)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+
+
+def execute_notebook(template: Path, output: Path, parameters: dict, cwd: Path) -> PageCost:
+    """Execute ``template`` with ``parameters`` into ``output`` atomically.
 
     Raises
     ------
@@ -86,9 +129,10 @@ def execute_notebook(template: Path, output: Path, parameters: dict, cwd: Path) 
     tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp.ipynb")
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(template), str(tmp), parameters=parameters,
-                                   cwd=str(cwd), kernel_name="python3", progress_bar=False,
-                                   log_output=False)
+        with _peak_child_memory() as peak:
+            papermill.execute_notebook(str(template), str(tmp), parameters=parameters,
+                                       cwd=str(cwd), kernel_name="python3", progress_bar=False,
+                                       log_output=False)
     except papermill.PapermillExecutionError as error:
         raise NotebookFailed(
             f"{template.name} failed in cell {error.exec_count}:\n{error.source}\n\n"
@@ -96,7 +140,7 @@ def execute_notebook(template: Path, output: Path, parameters: dict, cwd: Path) 
         ) from None
     fold_code_cells(tmp)
     os.replace(tmp, output)
-    return time.perf_counter() - start
+    return PageCost(time.perf_counter() - start, peak[0] / 1e9)
 
 
 def fold_code_cells(notebook: Path) -> None:
@@ -236,15 +280,15 @@ def _limit_threads(threads: int) -> None:
         os.environ[name] = str(threads)
 
 
-def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, float]:
+def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, PageCost]:
     """Execute ``pages`` respecting their dependencies, ``jobs`` notebooks at a time.
 
     With ``jobs > 1`` each notebook runs in its own worker process whose kernel gets
     ``cpu_count // jobs`` threads. When a notebook fails, nothing new starts; the notebooks
     already running finish (their pages are complete and valid) and the first failure is
-    raised. Returns the seconds each page took.
+    raised. Returns what each page took.
     """
-    timings: dict[str, float] = {}
+    timings: dict[str, PageCost] = {}
     if jobs <= 1:
         remaining = list(pages)
         while remaining:  # in plan order, each page once the pages it reads are done
@@ -295,17 +339,24 @@ def run(dataset: str, subjects: list[int], *, profile: str = "default", root: st
     one per subject plus one). ``encoder`` (an :class:`~analysis.config.EncoderConfig`)
     replaces the profile's image encoder on every page.
 
+    What each step took (wall seconds, peak memory) is printed and written to
+    ``<workdir>/results/<dataset>/run-costs.json`` (see :func:`write_run_costs`).
+
     Returns the book build's exit code (0 on success).
     """
     from .experiment import SubjectRun, ensure_dataset
 
     book_root = Path(book_root).resolve()
     workdir = Path(workdir).resolve() if workdir else book_root
+    start = time.perf_counter()
     root = ensure_dataset(dataset, root, profile, workdir, subjects=subjects)
     encoder = None if encoder is None else asdict(encoder)  # papermill takes plain values
     for subject in subjects:  # cached per image set: computed once, then only checked
         prepared = SubjectRun(dataset, root, subject, profile, workdir, device, encoder=encoder)
         prepared.features, prepared.readout_features
+    # This process's own peak so far: the dataset, simulated or checked, and the features.
+    costs = {"prepare": PageCost(time.perf_counter() - start,
+                                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9)}
     common = {"dataset": dataset, "root": str(root), "profile": profile,
               "workdir": str(workdir), "device": device, "encoder": encoder}
     everyone = sorted(set(subjects_with_pages(book_root, dataset)) | set(subjects))
@@ -313,10 +364,32 @@ def run(dataset: str, subjects: list[int], *, profile: str = "default", root: st
     # More workers than subjects + 1 would only wait on dependencies.
     jobs = jobs or min(os.cpu_count() or 1, len(subjects) + 1)
     start = time.perf_counter()
-    timings = execute_pages(pages, workdir, jobs)
-    for page, seconds in timings.items():
-        print(f"  {page}: {seconds:.1f} s", file=sys.stderr)
-    print(f"  {len(timings)} pages in {time.perf_counter() - start:.0f} s "
-          f"({jobs} at a time)", file=sys.stderr)
+    costs.update(execute_pages(pages, workdir, jobs))
+    pages_seconds = time.perf_counter() - start
+    for step, cost in costs.items():
+        print(f"  {step}: {cost.seconds:.1f} s, peak {cost.peak_gb:.2f} GB", file=sys.stderr)
+    print(f"  {len(costs) - 1} pages in {pages_seconds:.0f} s ({jobs} at a time)", file=sys.stderr)
     write_toc(book_root)
-    return build_book(book_root) if build else 0
+    status = 0
+    if build:
+        start = time.perf_counter()
+        with _peak_child_memory() as peak:  # jupyter-book runs in a child process
+            status = build_book(book_root)
+        costs["build"] = PageCost(time.perf_counter() - start, peak[0] / 1e9)
+    write_run_costs(workdir / "results" / dataset / "run-costs.json", costs,
+                    profile=profile, subjects=subjects, jobs=jobs, pages_seconds=pages_seconds)
+    return status
+
+
+def write_run_costs(path: Path, costs: dict[str, PageCost], **context) -> Path:
+    """Record a run's costs as JSON: ``context`` (profile, subjects, …), the machine, the
+    package versions and one ``{'step', 'seconds', 'peak_gb'}`` row per step (``prepare``:
+    dataset and features in the runner's process; a page: its kernel; ``build``: the HTML)."""
+    from .provenance import package_versions
+
+    record = {**context, "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "versions": package_versions(),
+              "steps": [{"step": step, "seconds": round(cost.seconds, 1),
+                         "peak_gb": round(cost.peak_gb, 2)} for step, cost in costs.items()]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(record, indent=1) + "\n")
