@@ -48,6 +48,12 @@ def test_kernel_ridge_learns_what_a_linear_map_cannot():
     assert kernel.predict(x[test]).shape == (100, 1, 3)
     assert residual["kernel"] < 0.1 and residual["linear"] > 0.5
     assert kernel.params_["alpha"] in (0.01, 0.1) and kernel.params_["gamma"] in (0.15, 0.5)
+    assert not kernel.approximate
+    # More training images than max_exact: Nyström on 100 landmarks still learns |x0|.
+    nystroem = KernelRidgeEncoder(alphas=(0.01, 0.1), gammas=(0.3, 1.0), max_exact=200,
+                                  n_landmarks=100).fit(x[train], y[train])
+    assert nystroem.approximate and nystroem.params_["gamma"] in (0.15, 0.5)
+    assert np.mean((nystroem.predict(x[test]) - y[test]) ** 2) / y[test].var() < 0.1
     with pytest.raises(RuntimeError, match="before fit"):
         KernelRidgeEncoder().predict(x)
     with pytest.raises(ValueError, match="features has 400 images but responses has 399"):

@@ -16,6 +16,7 @@ All are fit on training images and ``predict(pooled) -> (n_images, n_channels, n
 from __future__ import annotations
 
 import numpy as np
+from sklearn.kernel_approximation import Nystroem
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold
@@ -89,14 +90,22 @@ class KernelRidgeEncoder:
     One penalty and one kernel width for all outputs, chosen by ``n_folds``-fold CV over
     ``alphas`` × ``gammas`` (the widths are given per feature dimension: ``gamma = g / d``,
     so that ``g = 1`` is the usual ``1 / n_features`` scale of standardised inputs).
+
+    Up to ``max_exact`` training images the kernel is exact. Beyond, its O(n³) solves
+    dominate, so the kernel is Nyström-approximated on ``n_landmarks`` random images
+    (sklearn ``Nystroem``; ridge on those features without intercept is kernel ridge with
+    the approximated kernel), its penalty chosen by efficient leave-one-out inside each
+    fit: O(n · n_landmarks²). At THINGS-EEG2's 16 544 images on 2 cores: about 290 s
+    exact, 50 s approximated.
     """
 
     name = "kernel_ridge"
 
     def __init__(self, alphas=(0.3, 1.0, 3.0, 10.0), gammas=(0.3, 1.0, 3.0), n_folds: int = 3,
-                 seed: int = 0):
+                 seed: int = 0, max_exact: int = 2000, n_landmarks: int = 1000):
         self.alphas, self.gammas = tuple(alphas), tuple(gammas)
         self.n_folds, self.seed = n_folds, seed
+        self.max_exact, self.n_landmarks = max_exact, n_landmarks
         self.pipeline = None
         self.shape: tuple[int, int] | None = None
 
@@ -104,18 +113,34 @@ class KernelRidgeEncoder:
         """Fit on training images (shapes as :meth:`RidgeEncoder.fit`)."""
         _check_xy(features, responses)
         self.shape = responses.shape[1:]
-        grid = {"kernelridge__alpha": self.alphas,
-                "kernelridge__gamma": [g / features.shape[1] for g in self.gammas]}
-        search = GridSearchCV(make_pipeline(StandardScaler(), KernelRidge(kernel="rbf")), grid,
+        gammas = [g / features.shape[1] for g in self.gammas]
+        if len(features) <= self.max_exact:
+            pipeline = make_pipeline(StandardScaler(), KernelRidge(kernel="rbf"))
+            grid = {"kernelridge__alpha": self.alphas, "kernelridge__gamma": gammas}
+        else:
+            # One SVD per fit serves every alpha; the folds search the kernel width only.
+            pipeline = make_pipeline(StandardScaler(),
+                                     Nystroem(kernel="rbf", n_components=self.n_landmarks,
+                                              random_state=self.seed),
+                                     RidgeCV(alphas=self.alphas, fit_intercept=False))
+            grid = {"nystroem__gamma": gammas}
+        search = GridSearchCV(pipeline, grid,
                               cv=KFold(self.n_folds, shuffle=True, random_state=self.seed))
         self.pipeline = search.fit(features, responses.reshape(len(responses), -1)).best_estimator_
         return self
 
     @property
+    def approximate(self) -> bool:
+        """Whether the fitted kernel is Nyström-approximated (more than ``max_exact`` images)."""
+        return "nystroem" in self.pipeline.named_steps
+
+    @property
     def params_(self) -> dict:
         """The chosen ``alpha`` and ``gamma``."""
-        model = self.pipeline[-1]
-        return {"alpha": model.alpha, "gamma": model.gamma}
+        steps = self.pipeline.named_steps
+        if self.approximate:
+            return {"alpha": steps["ridgecv"].alpha_, "gamma": steps["nystroem"].gamma}
+        return {"alpha": steps["kernelridge"].alpha, "gamma": steps["kernelridge"].gamma}
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Predicted responses, shape (n_images, n_channels, n_times)."""
