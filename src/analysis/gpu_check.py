@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from .config import get_profile
 from .models.conditioning import Condition
 from .models.diffusion import DDIMSampler
 from .models.unet1d import UNet1D, UNetConfig
-from .training import TrainConfig, make_diffusion
+from .training import TrainConfig, init_distributed, make_diffusion
 
 
 @dataclass(frozen=True)
@@ -54,17 +53,13 @@ SIZES = {"things-eeg2": CheckSize(16540, 4, 17, 100),
 
 
 def _setup() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the process group when started by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    """(rank, world size, device), the process group joined as training joins it."""
+    rank, world, local = init_distributed()
     cuda = torch.cuda.is_available()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
         torch.cuda.reset_peak_memory_stats(device)
-    rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, world, device
 
 

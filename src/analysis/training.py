@@ -351,8 +351,9 @@ def _from_checkpoint(state: dict, path: Path, loaded: bool) -> TrainedModel:
 # --------------------------------------------------------------------------- training
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); initialises the process group under torchrun."""
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group (NCCL on CUDA, else gloo)
+    when started by torchrun, and is (0, 1, 0) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -422,7 +423,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         logger.info("loading finished checkpoint %s (no training)", final)
         return load_trained(final)
 
-    rank, world, local_rank = _distributed()
+    rank, world, local_rank = init_distributed()
     if world > 1 and torch.cuda.is_available():
         device = f"cuda:{local_rank}"
     device = select_device(device)
