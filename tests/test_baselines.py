@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from analysis.models.baselines import KernelRidgeEncoder, MeanResponse, RidgeEncoder
 
@@ -23,6 +26,21 @@ def test_ridge_recovers_a_noiseless_linear_map():
     np.testing.assert_allclose(prediction, y_test, atol=0.05 * y_test.std())
     assert model.alpha_.shape == (3, 5)
     assert model.alpha_.max() <= 1.0  # no noise: cross-validation picks the weakest penalty
+
+
+def test_ridge_fit_in_blocks_of_outputs_is_the_same_model():
+    rng = np.random.default_rng(5)
+    x, y, _ = linear_data(200, rng, noise=3.0)  # noisy: the penalties differ by output
+    whole = RidgeEncoder().fit(x, y)
+    blocks = RidgeEncoder(max_block=200 * 4).fit(x, y)  # 4 of the 15 outputs at a time
+    assert len(np.unique(whole.alpha_)) > 1
+    np.testing.assert_array_equal(blocks.alpha_, whole.alpha_)
+    np.testing.assert_allclose(blocks.predict(x), whole.predict(x), rtol=1e-5, atol=1e-6)
+    # The same as scikit-learn's RidgeCV on the standardised features in one piece.
+    reference = make_pipeline(StandardScaler(), RidgeCV(alphas=whole.alphas, alpha_per_target=True))
+    reference.fit(x, y.reshape(200, -1))
+    np.testing.assert_allclose(whole.predict(x).reshape(200, -1), reference.predict(x),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_ridge_penalises_more_when_the_targets_are_pure_noise():

@@ -354,6 +354,9 @@ def run(dataset: str, subjects: list[int], *, profile: str = "default", root: st
     for subject in subjects:  # cached per image set: computed once, then only checked
         prepared = SubjectRun(dataset, root, subject, profile, workdir, device, encoder=encoder)
         prepared.features, prepared.readout_features
+        # The pages load the signals themselves; held here they would sit in memory beside
+        # every kernel's copy (4.2 GB at THINGS-EEG2's 250 Hz layout).
+        del prepared
     # This process's own peak so far: the dataset, simulated or checked, and the features.
     costs = {"prepare": PageCost(time.perf_counter() - start,
                                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9)}
