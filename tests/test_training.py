@@ -141,6 +141,12 @@ def test_normalizer_removes_the_grand_average_and_keeps_the_topography():
     torch.testing.assert_close(normalizer.inverse(z), torch.as_tensor(examples))
     per_channel = z.std(dim=(0, 2))
     assert per_channel[1] / per_channel[0] == pytest.approx(5.0, rel=0.3)  # not whitened away
+    # Accumulated over blocks (7 examples of 30 values each here): the same statistics.
+    blocked = Normalizer.fit(torch.as_tensor(examples), chunk=7 * 30 + 5)
+    torch.testing.assert_close(blocked.offset, normalizer.offset)
+    wide = examples.astype(np.float64)
+    assert blocked.scale == pytest.approx(float((wide - wide.mean(axis=0)).std()), rel=1e-9)
+    assert blocked.scale == pytest.approx(normalizer.scale, rel=1e-9)
     with pytest.raises(ValueError, match=r"\(n_examples, n_channels, n_times\), found \(80, 30\)"):
         Normalizer.fit(examples.reshape(80, 30))
 

@@ -146,18 +146,28 @@ class Normalizer:
     scale: float
 
     @classmethod
-    def fit(cls, examples: np.ndarray | torch.Tensor) -> "Normalizer":
-        """``examples``: the training targets, shape (n_examples, n_channels, n_times)."""
-        examples = np.asarray(examples, dtype=np.float64)
+    def fit(cls, examples: np.ndarray | torch.Tensor, *, chunk: int = 2**24) -> "Normalizer":
+        """``examples``: the training targets, shape (n_examples, n_channels, n_times).
+
+        Mean and standard deviation are accumulated in float64 over blocks of about
+        ``chunk`` values: a float64 copy of THINGS-EEG2's 66 176 single trials at 63 × 250
+        alone would be 8.4 GB.
+        """
+        examples = np.asarray(examples)
         if examples.ndim != 3:
             raise ValueError("Normalizer.fit: expected training examples of shape "
                              f"(n_examples, n_channels, n_times), found {examples.shape}")
-        offset = examples.mean(axis=0)
-        scale = float((examples - offset).std())
+        step = max(1, chunk // (examples.shape[1] * examples.shape[2]))
+        blocks = range(0, len(examples), step)
+        offset = sum(examples[i:i + step].sum(axis=0, dtype=np.float64) for i in blocks)
+        offset = offset / len(examples)
+        squares = sum(float(np.square(examples[i:i + step] - offset).sum()) for i in blocks)
+        scale = float(np.sqrt(squares / examples.size))
         return cls(torch.as_tensor(offset, dtype=torch.float32), scale or 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.offset.to(x)) / self.scale
+        # One new tensor, divided in place: no second copy of the training set.
+        return torch.sub(x, self.offset.to(x)).div_(self.scale)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.scale + self.offset.to(z)
