@@ -54,6 +54,21 @@ def test_residual_noise_recovers_a_known_covariance():
         ResidualNoise().sample(1, rng)
 
 
+def test_residual_noise_beyond_max_rank_keeps_the_leading_components_and_the_power():
+    rng = np.random.default_rng(3)
+    # 12 entries: 2 strong directions over a weak isotropic floor (variance 0.25 each).
+    strong = rng.standard_normal((12, 2)) * 3
+    truth = strong @ strong.T + 0.25 * np.eye(12)
+    trials = rng.standard_normal((3000, 2, 12)) @ np.linalg.cholesky(truth).T
+    noise = ResidualNoise(max_rank=2).fit(trials.reshape(3000, 2, 3, 4))
+    assert noise.factor.shape == (12, 2) and noise.isotropic > 0
+    estimate = noise.covariance
+    assert np.trace(estimate) == pytest.approx(np.trace(truth), rel=0.05)  # total power kept
+    assert np.abs(estimate - truth).max() < 0.1 * np.abs(truth).max()
+    draws = noise.sample(20000, rng).reshape(20000, 12)
+    assert np.abs(np.cov(draws.T) - truth).max() < 0.15 * np.abs(truth).max()
+
+
 def test_mean_plus_noise_centres_on_the_means():
     noise = ResidualNoise().fit(np.random.default_rng(0).standard_normal((50, 3, 2, 4)))
     means = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)

@@ -52,10 +52,18 @@ class ResidualNoise:
     the trials from their image's mean give ``Σ = Rᵀ R / (n_images · (n_reps − 1))``, the
     unbiased covariance of the (channel, time) noise (each image's mean costs one degree of
     freedom); samples are ``Σ^{1/2} z``, ``z ~ N(0, I)``.
+
+    When ``R`` has more than ``max_rank`` columns and rows, ``Σ`` is approximated by
+    probabilistic PCA (Tipping & Bishop 1999): its ``max_rank`` leading components (a
+    randomized SVD) plus the remaining variance spread evenly over every entry, so the total
+    power is kept. The exact SVD of THINGS-EEG2's 66 176 residual trials × 63 × 250 would
+    need about 25 GB and hours on 2 cores; the built-in data (17 × 100) stay exact.
     """
 
-    def __init__(self) -> None:
-        self.factor: np.ndarray | None = None  # (n_features, rank): Σ = factor @ factor.T
+    def __init__(self, max_rank: int = 2048, seed: int = 0) -> None:
+        self.max_rank, self.seed = max_rank, seed
+        self.factor: np.ndarray | None = None  # (n_features, rank): Σ ≈ factor @ factor.T + σ² I
+        self.isotropic = 0.0  # σ, the standard deviation of the evenly spread remainder
         self.shape: tuple[int, int] | None = None
 
     def fit(self, trials: np.ndarray) -> "ResidualNoise":
@@ -64,24 +72,40 @@ class ResidualNoise:
                              f"n_times), found {trials.shape}")
         n_img, n_reps, n_ch, n_t = trials.shape
         residuals = (trials - trials.mean(axis=1, keepdims=True)).reshape(-1, n_ch * n_t)
-        # The square-root factor of Σ comes from the SVD of R, without forming Σ.
-        _, s, vt = np.linalg.svd(residuals.astype(np.float64), full_matrices=False)
         dof = n_img * (n_reps - 1)
-        self.factor = (vt.T * (s / np.sqrt(dof))).astype(np.float32)
-        self.shape = (n_ch, n_t)
+        self.shape, self.isotropic = (n_ch, n_t), 0.0
+        if min(residuals.shape) <= self.max_rank:
+            # The square-root factor of Σ comes from the SVD of R, without forming Σ.
+            _, s, vt = np.linalg.svd(residuals.astype(np.float64), full_matrices=False)
+            self.factor = (vt.T * (s / np.sqrt(dof))).astype(np.float32)
+            return self
+        from sklearn.utils.extmath import randomized_svd
+
+        _, s, vt = randomized_svd(residuals, self.max_rank, n_iter=2, random_state=self.seed)
+        leading = s.astype(np.float64) ** 2 / dof
+        # The trace of Σ, in float64 a block of trials at a time (not a second copy of R).
+        total = sum(float(np.square(residuals[i:i + 4096], dtype=np.float64).sum())
+                    for i in range(0, len(residuals), 4096)) / dof
+        rest = max(total - leading.sum(), 0.0) / (residuals.shape[1] - self.max_rank)
+        self.factor = (vt.T * np.sqrt(np.maximum(leading - rest, 0.0))).astype(np.float32)
+        self.isotropic = float(np.sqrt(rest))
         return self
 
     @property
     def covariance(self) -> np.ndarray:
         """Σ, shape (n_channels * n_times, n_channels * n_times)."""
         self._check()
-        return self.factor.astype(np.float64) @ self.factor.T.astype(np.float64)
+        sigma = self.factor.astype(np.float64) @ self.factor.T.astype(np.float64)
+        return sigma + self.isotropic ** 2 * np.eye(len(sigma))
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` noise epochs, shape (n, n_channels, n_times), float32."""
         self._check()
         z = rng.standard_normal((n, self.factor.shape[1])).astype(np.float32)
-        return (z @ self.factor.T).reshape(n, *self.shape)
+        draws = z @ self.factor.T
+        if self.isotropic:
+            draws += self.isotropic * rng.standard_normal(draws.shape).astype(np.float32)
+        return draws.reshape(n, *self.shape)
 
     def _check(self) -> None:
         if self.factor is None:
