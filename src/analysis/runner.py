@@ -280,6 +280,11 @@ def _limit_threads(threads: int) -> None:
         os.environ[name] = str(threads)
 
 
+def _log_cost(key: str, cost: PageCost) -> None:
+    # As each page ends, so that a run killed later (e.g. out of memory) still says it.
+    logger.info("%s finished: %.1f s, peak %.2f GB", key, cost.seconds, cost.peak_gb)
+
+
 def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, PageCost]:
     """Execute ``pages`` respecting their dependencies, ``jobs`` notebooks at a time.
 
@@ -296,6 +301,7 @@ def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, PageCost
             remaining.remove(page)
             logger.info("executing %s", page.key)
             timings[page.key] = execute_notebook(page.template, page.output, page.parameters, cwd)
+            _log_cost(page.key, timings[page.key])
         return timings
     priority = critical_path_seconds(pages)
     pending = {page.key: page for page in pages}
@@ -320,6 +326,7 @@ def execute_pages(pages: list[Page], cwd: Path, jobs: int) -> dict[str, PageCost
                 page = running.pop(future)
                 try:
                     timings[page.key] = future.result()
+                    _log_cost(page.key, timings[page.key])
                 except NotebookFailed as error:
                     logger.error("%s failed; waiting for the %d page(s) still running",
                                  page.key, len(running))
