@@ -44,12 +44,20 @@ def git_status(root: Path) -> str:
                           capture_output=True, text=True).stdout
 
 
+#: The templates' default work folder (their parameters cell: ``workdir = "_work"``, beside
+#: them). The simulated book is built there from scratch, so nbmake, which executes every
+#: template at its defaults after these tests (``make test``), loads the models and tables
+#: this run made instead of training them again.
+NOTEBOOK_WORKDIR = REPO / "notebooks" / "_work"
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory):
-    """Two simulated subjects, data, caches and checkpoints under the book root (the
-    README's default)."""
+    """Two simulated subjects, their data, caches and checkpoints in the templates' work
+    folder (the 63-channel run below keeps them under its book root, the README's default)."""
     root = skeleton(tmp_path_factory.mktemp("book"))
-    assert run("simulated", [1, 2], profile="ci", book_root=root) == 0
+    shutil.rmtree(NOTEBOOK_WORKDIR, ignore_errors=True)
+    assert run("simulated", [1, 2], profile="ci", book_root=root, workdir=NOTEBOOK_WORKDIR) == 0
     return root
 
 
@@ -91,7 +99,7 @@ def test_adding_a_subject_adds_its_pages_and_updates_the_group(book):
     summary = book / "book" / "group" / "simulated" / "group_summary.ipynb"
     subject_page = book / "book" / "subjects" / "simulated" / "sub-01" / f"{SUBJECT_NOTEBOOKS[0]}.ipynb"
     before = subject_page.stat().st_mtime_ns
-    assert run("simulated", [3], profile="ci", book_root=book) == 0
+    assert run("simulated", [3], profile="ci", book_root=book, workdir=NOTEBOOK_WORKDIR) == 0
     assert subject_page.stat().st_mtime_ns == before  # subject 1 was not redone
     assert "book/subjects/simulated/sub-03/subject_01_overview" in toc_files(book)
     assert "[1, 2, 3]" in summary.read_text()  # the group pages now cover all three
