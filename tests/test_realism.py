@@ -130,6 +130,11 @@ def test_nearest_distances_by_hand():
     np.testing.assert_allclose(R.nearest_distances(queries, reference, chunk=2), [1.0, 1.0, 5.0])
     np.testing.assert_allclose(R.nearest_distances(queries, reference, k=2, chunk=2),
                                [[1.0, np.sqrt(18.0)], [1.0, np.sqrt(34.0)], [5.0, 10.0]])
+    # One reference row at a time: the k best are carried from chunk to chunk.
+    np.testing.assert_allclose(R.nearest_distances(queries, reference, k=2, chunk=1),
+                               [[1.0, np.sqrt(18.0)], [1.0, np.sqrt(34.0)], [5.0, 10.0]])
+    np.testing.assert_allclose(R.nearest_distances(queries, reference[::-1], chunk=1),
+                               [1.0, 1.0, 5.0])
 
 
 def test_memorisation_sees_copies_of_training_trials_but_not_a_wrong_spread_or_shift():

@@ -531,8 +531,12 @@ def classifier_two_sample_test(real, generated, *, cv: int = 5, n_boot: int = 50
 
 
 def nearest_distances(queries: np.ndarray, reference: np.ndarray, k: int = 1,
-                      chunk: int = 512) -> np.ndarray:
+                      chunk: int = 4096) -> np.ndarray:
     """Euclidean distances of each query to its ``k`` nearest reference rows, nearest first.
+
+    The reference is read ``chunk`` rows at a time (in float64, keeping the ``k`` best so
+    far): a float64 copy of THINGS-EEG2's 66 176 training trials at 63 × 250 alone would be
+    8.4 GB.
 
     Parameters
     ----------
@@ -544,14 +548,15 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray, k: int = 1,
     ndarray, shape (n_queries,) for ``k = 1``, else (n_queries, k)
     """
     queries = np.asarray(queries, np.float64)
-    reference = np.asarray(reference, np.float64)
-    ref_sq = (reference ** 2).sum(axis=1)
-    out = np.empty((len(queries), k))
-    for start in range(0, len(queries), chunk):
-        q = queries[start:start + chunk]
-        d2 = (q ** 2).sum(axis=1)[:, None] + ref_sq[None] - 2 * q @ reference.T
-        nearest = np.sort(np.partition(d2, k - 1, axis=1)[:, :k], axis=1)
-        out[start:start + chunk] = np.sqrt(np.maximum(nearest, 0.0))
+    q_sq = (queries ** 2).sum(axis=1)[:, None]
+    best = np.full((len(queries), 0), np.inf)
+    for start in range(0, len(reference), chunk):
+        r = np.asarray(reference[start:start + chunk], np.float64)
+        d2 = q_sq + (r ** 2).sum(axis=1)[None] - 2 * queries @ r.T
+        candidates = np.concatenate([best, d2], axis=1)
+        best = (np.partition(candidates, k - 1, axis=1)[:, :k] if candidates.shape[1] > k
+                else candidates)
+    out = np.sqrt(np.maximum(np.sort(best, axis=1), 0.0))
     return out[:, 0] if k == 1 else out
 
 
@@ -586,7 +591,8 @@ def memorisation_test(real, generated, training, *, max_queries: int = 1000,
     if training.ndim != 4 or training.shape[2:] != real.shape[2:] or training.shape[0] * training.shape[1] < 2:
         raise ValueError(f"training {training.shape}: expected (n_images, n_reps) + channels "
                          f"and times {real.shape[2:]}, at least 2 trials")
-    flat_train = training.reshape(-1, int(np.prod(real.shape[2:]))).astype(np.float32)
+    # A view when the trials are float32 already (4.2 GB at THINGS-EEG2 250 Hz: no copy).
+    flat_train = training.reshape(-1, int(np.prod(real.shape[2:]))).astype(np.float32, copy=False)
     rng = np.random.default_rng(seed)
 
     def ratios(signals: np.ndarray) -> np.ndarray:
