@@ -378,7 +378,12 @@ def test_meg_option_writes_things_meg_epochs(tmp_path):
     config = sim.SimulationConfig(size=size, modality="meg")
     sim.simulate_dataset(tmp_path, config, progress=False)
     assert (tmp_path / "derivatives" / "preprocessed" / "preprocessed_P1-epo.fif").is_file()
+    # The float64 scratch file MNE's epochs were assembled in is gone.
+    assert sorted(p.name for p in (tmp_path / "simulation" / "sub-01").iterdir()) == [
+        "noiseless_test.npy", "noiseless_training.npy", "trial_truth_test.npz",
+        "trial_truth_training.npz"]
     dataset = sim.load_simulated(tmp_path, 1)
+    assert dataset.meta["n_catch_dropped"] == 2
     assert dataset.train.signals.shape == (8, 1, 275, 281)  # MEG: each training image once
     assert dataset.test.signals.shape == (5, 3, 275, 281)
     assert dataset.sfreq == 200.0 and dataset.meta["units"] == "fT"
@@ -386,6 +391,18 @@ def test_meg_option_writes_things_meg_epochs(tmp_path):
     # The loader's image order (by event code) is matched to the saved noiseless means.
     check_average_matches_truth(dataset.test.signals, dataset.noiseless["test"], 0.1)
 
+
+
+def test_rehearsal_profile_simulates_each_dataset_at_its_things_size():
+    eeg = sim.config_for_profile("rehearsal")
+    meg = sim.config_for_profile("rehearsal", modality="meg")
+    # THINGS-EEG2: 16 540 images x 4 repetitions, 200 x 80; THINGS-MEG: 22 248 x 1, 200 x 12.
+    assert (eeg.size.n_train_images, eeg.size.n_train_reps, eeg.size.n_test_reps) == (16544, 4, 80)
+    assert (meg.size.n_train_images, meg.size.n_train_reps, meg.size.n_test_reps) == (22184, 1, 12)
+    assert meg.size.n_test_concepts == eeg.size.n_test_concepts == 200
+    assert meg.sfreq == 200.0 and len(meg.times) == 281
+    # Profiles without MEG sizes of their own use the same sizes for both.
+    assert sim.config_for_profile("ci", modality="meg").size == sim.config_for_profile("ci").size
 
 def test_nice_variant_has_63_channels_at_250_hz_and_its_own_identity():
     size = SimulationSize(n_subjects=1, n_train_concepts=4, n_train_images_per_concept=1,

@@ -142,6 +142,31 @@ def test_writer_refuses_overwrite_and_leaves_no_temp_files(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+
+def test_large_files_are_written_in_parts_and_read_back_chunk_by_chunk(tmp_path, monkeypatch):
+    # Real participants exceed FIF's 2 GB part size and MNE's float64 copy of them would not
+    # fit beside the float32 splits: the writer splits, the loader reads a few epochs at a time.
+    import analysis.data.things_meg as things_meg
+
+    codes = list(range(1, 61)) + TEST_CODES * N_REPS  # 72 epochs, 0.9 MB in single precision
+    epochs = make_epochs(codes, extra_types=("ref_meg",))
+    # MNE keeps ~1 MiB of each part in reserve, so parts of 1.2 MB hold ~13 epochs each.
+    path = write_things_meg(tmp_path, 1, epochs, split_size=1_200_000)
+    parts = {p.name for p in path.parent.iterdir()}
+    assert len(parts) >= 3
+    assert parts == {path.name} | {f"preprocessed_P1-epo-{k}.fif" for k in range(1, len(parts))}
+    whole = load_things_meg(tmp_path, 1)
+    assert whole.train.signals.shape[0] == 60
+    monkeypatch.setattr(things_meg, "CHUNK", 7)
+    chunked = load_things_meg(tmp_path, 1)
+    np.testing.assert_array_equal(chunked.train.signals, whole.train.signals)
+    np.testing.assert_array_equal(chunked.test.signals, whole.test.signals)
+    for code, image in zip(sorted(TEST_CODES), chunked.test.signals):
+        np.testing.assert_allclose(image, _epochs_by_code(epochs, code).astype(np.float32))
+    # A smaller file replacing it leaves no stale parts behind.
+    write_things_meg(tmp_path, 1, make_epochs(), overwrite=True)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
 # ------------------------------------------------------------------ errors
 
 

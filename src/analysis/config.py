@@ -109,9 +109,18 @@ class Profile:
     readout_encoders: tuple[EncoderConfig, ...] = ()
     #: What the profile is for, in a few words (the command line's help).
     summary: str = ""
+    #: The simulated THINGS-MEG's sizes where they differ from ``simulation`` (MEG has one
+    #: repetition per training image and its own counts); None: the same sizes.
+    simulation_meg: SimulationSize | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def simulation_size(self, modality: str = "eeg") -> SimulationSize:
+        """The simulated dataset's sizes for ``'eeg'`` or ``'meg'``."""
+        if modality == "meg" and self.simulation_meg is not None:
+            return self.simulation_meg
+        return self.simulation
 
 
 #: Image encoder back-ends (see analysis.encoders): the paper's CLIP and a timm CNN.
@@ -166,6 +175,11 @@ PROFILES: dict[str, Profile] = {
         sampling=_CI_SAMPLING,
         summary="THINGS-sized data, ci models on a step budget: times every page at full "
                 "size, its scores are not results",
+        # THINGS-MEG's sizes for one participant: 22 248 training images shown once
+        # (1854 concepts × 12; here 376 × 59 = 22 184), 200 test images × 12.
+        simulation_meg=SimulationSize(n_subjects=1, n_train_concepts=376,
+                                      n_train_images_per_concept=59, n_test_concepts=200,
+                                      n_train_reps=1, n_test_reps=12, image_size=64),
     ),
     "default": Profile(
         "default",

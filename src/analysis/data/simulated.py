@@ -50,7 +50,7 @@ from ..provenance import package_versions
 from . import images as stimuli
 from .contract import EpochedDataset, format_error
 from .things_eeg2 import CHANNELS, SFREQ, load_things_eeg2, write_image_metadata, write_things_eeg2
-from .things_meg import load_things_meg, write_things_meg
+from .things_meg import CATCH_CODE, load_things_meg, write_things_meg
 
 logger = logging.getLogger(__name__)
 
@@ -703,8 +703,11 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
         data = simulate_subject(config, subject, train_attrs, test_attrs, info, codes, progress)
         noiseless_dir.mkdir(parents=True, exist_ok=True)
         # A subject missing from the manifest was interrupted: its partial files are redone.
-        _save_npy(noiseless_dir / "noiseless_training.npy", data["train_noiseless"], overwrite=True)
-        _save_npy(noiseless_dir / "noiseless_test.npy", data["test_noiseless"], overwrite=True)
+        # Each array is dropped once saved: at THINGS-MEG's size the noiseless training
+        # responses alone are 6.8 GB.
+        _save_npy(noiseless_dir / "noiseless_training.npy", data.pop("train_noiseless"),
+                  overwrite=True)
+        _save_npy(noiseless_dir / "noiseless_test.npy", data.pop("test_noiseless"), overwrite=True)
         for name, file in (("train", "trial_truth_training.npz"), ("test", "trial_truth_test.npz")):
             truth = data[f"{name}_truth"]
             atomic_write(noiseless_dir / file, lambda fh: np.savez(fh, **truth), overwrite=True)
@@ -713,8 +716,14 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
                               test_signals=data["test"], ch_names=info["ch_names"],
                               times=config.times, variant=config.eeg_variant, overwrite=True)
         else:
-            write_things_meg(root, subject, _meg_epochs(data, info, config, train_attrs, test_attrs),
-                             overwrite=True)
+            scratch = noiseless_dir / ".meg-epochs-float64.npy"
+            try:
+                write_things_meg(root, subject,
+                                 _meg_epochs(data, info, config, train_attrs, test_attrs, scratch),
+                                 overwrite=True)
+            finally:
+                scratch.unlink(missing_ok=True)
+        del data
         done.add(subject)
         # The manifest is updated after each finished subject, so an interrupted run resumes.
         manifest = {
@@ -730,31 +739,41 @@ def simulate_dataset(root: str | Path, config: SimulationConfig, subjects: list[
 
 
 def _meg_epochs(data: dict, info: mne.Info, config: SimulationConfig, train_attrs: pd.DataFrame,
-                test_attrs: pd.DataFrame) -> mne.EpochsArray:
+                test_attrs: pd.DataFrame, scratch: Path) -> mne.EpochsArray:
     """Arrange simulated trials as THINGS-MEG epochs: one event code per image.
 
     Training images appear once, test images ``n_test_reps`` times, interleaved in random
-    order; a few catch trials (event 999999) are added, as in the real recordings.
+    order; a few catch trials (event 999999, zero signals) are added, as in the real
+    recordings. MNE holds epochs in float64: they are assembled in a memory-mapped
+    ``scratch`` file (15 GB at THINGS-MEG's size, twice the float32 trials), which the
+    caller deletes once the epochs are saved.
     """
     rng = _rng(config.seed, _TEST_NOISE, 999)
-    trials, codes, paths, concepts = [], [], [], []
+    sources, codes, paths, concepts = [], [], [], []  # sources: (split, image, repetition)
     for offset, (name, attrs, folder) in enumerate(
             (("train", train_attrs, "training_images"), ("test", test_attrs, "test_images"))):
-        signals = data[name]
         for i, row in enumerate(attrs.itertuples()):
-            for r in range(signals.shape[1]):
-                trials.append(signals[i, r])
+            for r in range(data[name].shape[1]):
+                sources.append((name, i, r))
                 codes.append(offset * 100000 + i + 1)
                 paths.append(f"image_set/{folder}/{row.concept}/{row.file}")
                 concepts.append(row.concept)
-    n_catch = max(2, len(trials) // 50)
-    for _ in range(n_catch):
-        trials.append(trials[int(rng.integers(len(trials)))] * 0)
-        codes.append(999999)
-        paths.append("")
-        concepts.append("catch")
-    order = rng.permutation(len(trials))
-    x = np.stack(trials)[order] / _unit_scale("meg")  # back to tesla, as MNE stores it
+    n_catch = max(2, len(sources) // 50)
+    sources += [None] * n_catch
+    codes += [CATCH_CODE] * n_catch
+    paths += [""] * n_catch
+    concepts += ["catch"] * n_catch
+    order = rng.permutation(len(sources))
+    x = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float64,
+                                  shape=(len(order),) + data["train"].shape[2:])
+    scale = 1.0 / _unit_scale("meg")  # back to tesla, as MNE stores it
+    for row, k in enumerate(order):
+        if sources[k] is not None:  # catch trials stay zero
+            name, i, r = sources[k]
+            x[row] = data[name][i, r] * scale
+        if row % 2048 == 2047:
+            x.flush()  # bound the dirty pages waiting to be written
+    x.flush()
     events = np.column_stack([np.arange(len(order)) * 300, np.zeros(len(order), int),
                               np.asarray(codes)[order]])
     metadata = pd.DataFrame({"image_path": np.asarray(paths)[order],
@@ -817,7 +836,8 @@ def load_simulated(root: str | Path, subject: int) -> EpochedDataset:
 
 def config_for_profile(profile: str, **overrides) -> SimulationConfig:
     """The simulation settings of a run profile, with optional overrides (seed, modality, …)."""
-    return SimulationConfig(size=get_profile(profile).simulation, **overrides)
+    size = get_profile(profile).simulation_size(overrides.get("modality", "eeg"))
+    return SimulationConfig(size=size, **overrides)
 
 
 def config_from_meta(meta: dict) -> SimulationConfig:

@@ -29,8 +29,9 @@ UNITS = "T"
 CATCH_CODE = 999999
 PATH_COLUMNS = ("image_path", "image_file")
 CONCEPT_COLUMN = "concept"
-# Rows copied at a time when gathering float64 epochs into float32 splits: bounds the
-# temporary float64 copy (real data are ~13 GB in float64).
+# Epochs read from the file at a time when gathering them into float32 splits. The file is
+# never loaded whole: MNE holds epochs in float64, ~13 GB for one real participant, on top
+# of the 6.5 GB float32 splits; reading in chunks bounds the float64 copy to one chunk.
 CHUNK = 512
 
 
@@ -85,23 +86,22 @@ def load_things_meg(
         raise ValueError(f"n_test_reps must be at least 2 (or None), got {n_test_reps}")
     path = epochs_path(root, participant)
     epochs = _read_epochs(path)
-    _pick_meg(epochs, source=path)
+    picks = _meg_picks(epochs, source=path)
 
     codes = np.asarray(epochs.events[:, 2])
     keep = codes != CATCH_CODE
     n_catch = int((~keep).sum())
     train_groups, test_groups, n_reps = _group_by_image(codes, keep, n_test_reps, source=path)
 
-    data = epochs.get_data(copy=False)  # (n_epochs, n_meg, n_times), tesla
     images = _image_table(epochs, codes, images_root, source=path)
     splits = {}
     for name, groups in (("train", train_groups), ("test", test_groups)):
-        signals = check_signals(_gather_float32(data, groups), source=path,
+        signals = check_signals(_gather_float32(epochs, picks, groups), source=path,
                                 field_name=f"epochs data ({name} images)")
         splits[name] = Split(signals=signals, source=str(path),
                              **_labels(list(groups), images))
 
-    info = epochs.info
+    info = mne.pick_info(epochs.info, picks)
     meta = {
         "dataset": DATASET,
         "subject": int(participant),
@@ -131,7 +131,7 @@ def list_images(root: str | os.PathLike, participant: int = 1, *, n_test_reps: i
         As :func:`load_things_meg`, or when the metadata names no image files.
     """
     path = epochs_path(root, participant)
-    epochs = _read_epochs(path, preload=False)
+    epochs = _read_epochs(path)
     codes = np.asarray(epochs.events[:, 2])
     train, test, _ = _group_by_image(codes, codes != CATCH_CODE, n_test_reps, source=path)
     table = _image_table(epochs, codes, root, source=path)
@@ -146,7 +146,8 @@ def list_images(root: str | os.PathLike, participant: int = 1, *, n_test_reps: i
     return ids, paths
 
 
-def _read_epochs(path: Path, *, preload: bool = True) -> mne.BaseEpochs:
+def _read_epochs(path: Path) -> mne.BaseEpochs:
+    """The epochs file's header, events and metadata; signals stay on disk until read."""
     if not path.is_file():
         raise DataFormatError(
             f"{path}: file not found; expected THINGS-MEG preprocessed epochs at "
@@ -156,19 +157,20 @@ def _read_epochs(path: Path, *, preload: bool = True) -> mne.BaseEpochs:
             # MNE's metadata reader calls a pandas API deprecated in pandas 3.1; the
             # warning is about MNE's code, not the user's file, so keep it out of the way.
             warnings.filterwarnings("ignore", message=r"The inplace keyword")
-            return mne.read_epochs(path, preload=preload, verbose="error")
+            return mne.read_epochs(path, preload=False, verbose="error")
     except Exception as exc:  # MNE raises many types for corrupt / non-FIF files
         raise format_error(path, "<file>", "an MNE epochs FIF file",
                            f"an unreadable file ({type(exc).__name__}: {exc})") from exc
 
 
-def _pick_meg(epochs: mne.BaseEpochs, *, source: Path) -> None:
-    """Keep MEG sensors only (reference channels, EEG, stim etc. dropped), in place."""
-    if len(mne.pick_types(epochs.info, meg=True, ref_meg=False)) == 0:
+def _meg_picks(epochs: mne.BaseEpochs, *, source: Path) -> np.ndarray:
+    """Indices of the MEG sensors (reference channels, EEG, stim etc. left out)."""
+    picks = mne.pick_types(epochs.info, meg=True, ref_meg=False)
+    if len(picks) == 0:
         found = sorted(set(epochs.get_channel_types()))
         raise format_error(source, "info['chs']", "MEG channels (CTF MLx/MRx/MZx sensors)",
                            f"none; channel types {found}")
-    epochs.pick("meg")
+    return picks
 
 
 def _group_by_image(codes: np.ndarray, keep: np.ndarray, n_test_reps: int | None, *,
@@ -218,15 +220,19 @@ def _choose_reps(test: dict[int, list[int]], n_test_reps: int | None, *, source:
     return min(n_min, wanted)
 
 
-def _gather_float32(data: np.ndarray, groups: dict[int, list[int]]) -> np.ndarray:
-    """``(n_images, n_reps, n_ch, n_t)`` float32 from epoch indices, copied in chunks."""
+def _gather_float32(epochs: mne.BaseEpochs, picks: np.ndarray, groups: dict[int, list[int]]
+                    ) -> np.ndarray:
+    """``(n_images, n_reps, n_picks, n_times)`` float32 of the epochs at the grouped indices,
+    read ``CHUNK`` epochs at a time (from the file when ``epochs`` is not preloaded)."""
     index = np.array(list(groups.values()), dtype=int)  # (n_images, n_reps)
-    out = np.empty(index.shape + data.shape[1:], dtype=np.float32)
-    flat_out = out.reshape((-1,) + data.shape[1:])
+    shape = (len(picks), len(epochs.times))
+    out = np.empty(index.shape + shape, dtype=np.float32)
+    flat_out = out.reshape((-1,) + shape)
     flat_index = index.ravel()
     for start in range(0, len(flat_index), CHUNK):
         stop = start + CHUNK
-        flat_out[start:stop] = data[flat_index[start:stop]]
+        flat_out[start:stop] = epochs.get_data(picks=picks, item=flat_index[start:stop],
+                                               verbose="error")
     return out
 
 
@@ -278,8 +284,8 @@ def _describe(info: mne.Info, times: np.ndarray) -> str:
 
 
 def write_things_meg(root: str | os.PathLike, participant: int, epochs: mne.BaseEpochs, *,
-                     overwrite: bool = False) -> Path:
-    """Save epochs where :func:`load_things_meg` looks for them, atomically.
+                     overwrite: bool = False, split_size: str | int = "2GB") -> Path:
+    """Save epochs where :func:`load_things_meg` looks for them, without partial files.
 
     Parameters
     ----------
@@ -291,30 +297,43 @@ def write_things_meg(root: str | os.PathLike, participant: int, epochs: mne.Base
         ``image_path`` / ``image_file`` and ``concept``.
     overwrite : bool
         Replace an existing file; otherwise ``FileExistsError``.
+    split_size : str or int
+        MNE's largest part (FIF files cannot exceed 2 GB): larger data are written as
+        ``…-epo.fif``, ``…-epo-1.fif``, …, which MNE reads back as one.
 
     Returns
     -------
     Path
+        The first (or only) part.
 
     Notes
     -----
-    MNE saves to a temporary ``…-epo.fif`` name in the same folder (MNE checks the
-    suffix), which is then renamed over the target. Files over MNE's 2 GB split size
-    would be split into several parts whose links name the temporary file, so this is
-    meant for the test-sized and simulated data it is used for.
+    MNE writes every part under its final name into a hidden folder beside the target (the
+    parts link to each other by name); the parts are then moved in, the first one last, so
+    the loader never opens a file whose later parts are missing.
     """
     target = epochs_path(root, participant)
     if target.exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing data file {target}; "
                               "pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-epo.fif")
+    scratch = target.parent / f".tmp-{uuid.uuid4().hex}"
+    scratch.mkdir()
     try:
-        epochs.save(tmp, overwrite=False, verbose="error")
+        epochs.save(scratch / target.name, split_size=split_size, overwrite=False,
+                    verbose="error")
         if target.exists() and not overwrite:
             raise FileExistsError(f"refusing to overwrite existing data file {target}")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        parts = {part.name for part in scratch.glob(f"{target.stem}-*.fif")}
+        for name in sorted(parts):
+            os.replace(scratch / name, target.parent / name)
+        os.replace(scratch / target.name, target)
+        # Parts of an earlier, larger file would otherwise be left behind.
+        for stale in target.parent.glob(f"{target.stem}-*.fif"):
+            if stale.name not in parts:
+                stale.unlink()
+    finally:
+        for leftover in scratch.glob("*"):
+            leftover.unlink()
+        scratch.rmdir()
     return target
