@@ -124,6 +124,28 @@ def test_classifier_is_at_chance_for_the_same_process_and_sees_a_covariance_chan
     assert other["value"] > 0.8 and other["p"] <= 0.01
 
 
+
+def test_leading_spatial_components_keep_the_strong_subspace_and_treat_both_sets_alike():
+    rng = np.random.default_rng(6)
+    real, generated = gaussian(3, rng), gaussian(2, rng)
+    same = R.leading_spatial_components(real, generated, N_CH)
+    assert same[0] is real and same[1] is generated  # few enough channels: untouched
+    # Two strong channels among four: the 2 leading components span them.
+    sd = np.array([5.0, 1.0, 4.0, 0.1])[:, None]
+    strong = [x * sd for x in (real, generated)]
+    a, b = R.leading_spatial_components(*strong, 2)
+    assert a.shape == (N_IMG, 3, 2, N_T) and b.shape == (N_IMG, 2, 2, N_T)
+    kept = (a ** 2).sum() / (strong[0][:, :, [0, 2]] ** 2).sum()
+    assert kept == pytest.approx(1.0, abs=0.01)
+    # Labels play no part: swapping the sets swaps the projections.
+    b2, a2 = R.leading_spatial_components(strong[1], strong[0], 2)
+    np.testing.assert_allclose(np.abs(a2), np.abs(a), rtol=1e-4, atol=1e-4)
+    # A covariance change inside the leading components is still seen by the classifier.
+    mixing = np.eye(N_CH) + 0.8
+    reduced = R.leading_spatial_components(_ar1(8, rng, 0.5),
+                                           np.einsum("cd,inds->incs", mixing, _ar1(8, rng, 0.5)), 3)
+    assert R.classifier_two_sample_test(*reduced, n_boot=200)["p"] <= 0.01
+
 def test_nearest_distances_by_hand():
     reference = np.array([[0.0, 0.0], [3.0, 4.0]])
     queries = np.array([[0.0, 1.0], [3.0, 5.0], [6.0, 8.0]])
