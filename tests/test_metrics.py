@@ -169,6 +169,24 @@ def test_fidelity_summary_without_noiseless_and_with_a_precomputed_ceiling():
     assert reused.attrs["n_splits"] is None
 
 
+
+def test_fidelity_summary_of_single_trials_scores_without_split_half_ceilings():
+    # THINGS-MEG shows each training image once: validation concepts have one repetition.
+    trials, noiseless = simulate(seed=10)
+    one = trials[:, :1]
+    pred = noiseless + random_responses(noiseless.shape, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = fidelity_summary(pred, one, noiseless, n_boot=50).set_index(
+            ["metric", "ceiling_method"])
+    score = table.loc[("encoding_score", "split-half")]
+    assert score["value"] == pytest.approx(mean_ignoring_nan(encoding_score(pred, one[:, 0])))
+    assert score["ci_low"] <= score["value"] <= score["ci_high"]
+    assert np.isnan([score["ceiling"], score["pct_of_ceiling"],
+                     table.loc[("paper_mse", "repetition variance"), "ceiling"]]).all()
+    # The exact ceiling needs no repetitions.
+    assert np.isfinite(table.loc[("encoding_score", "exact"), "pct_of_ceiling"])
+
 def test_fidelity_summary_of_a_constant_prediction_is_undefined_and_quiet():
     trials, noiseless = simulate(seed=9)
     same_for_all_images = np.broadcast_to(noiseless.mean(axis=0), noiseless.shape)

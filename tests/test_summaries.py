@@ -504,6 +504,11 @@ def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypa
     by_hand = pd.DataFrame({"metric": "snr_ratio", "setting": [0.0, 1.0, 3.0],
                             "value": [0.2, 0.9, 3.0]})
     assert summaries.chosen_setting(by_hand, "snr_ratio") == 1.0
+    # A setting without a measurable criterion is never chosen; none at all is an error
+    # (validation_choice then keeps the profile's own).
+    assert summaries.chosen_setting(by_hand.assign(value=[np.nan, 0.5, 3.0]), "snr_ratio") == 1.0
+    with pytest.raises(ValueError, match="no setting has a finite 'snr_ratio'"):
+        summaries.chosen_setting(by_hand.assign(value=np.nan), "snr_ratio")
     # So are the sampling steps (few steps give too clean trials whose mean scores well).
     steps_sweep, chosen_steps, _ = summaries.validation_choice(run, "steps", [2, 8], n_boot=20)
     ratios = steps_sweep.query("metric == 'snr_ratio'").drop_duplicates("setting")
@@ -799,3 +804,98 @@ def test_training_findings_give_the_loss_of_each_phase():
         "`film` (checkpoint reused, 1,234,567 parameters, 61 s on cpu): on repetition "
         "averages its loss went 0.900 → 0.600 over 3 epochs; on single trials its loss went "
         "0.800 → 0.800 over 1 epoch.")
+
+
+def test_overview_findings_state_the_design_the_peak_and_each_ceiling(run):
+    ceilings = pd.DataFrame([
+        dict(method="exact", metric="paper_r", value=0.8, ci_low=0.7, ci_high=0.9),
+        dict(method="exact", metric="encoding_score", value=0.3, ci_low=0.25, ci_high=0.35),
+        dict(method="split-half", metric="paper_r", value=0.82, ci_low=0.72, ci_high=0.92),
+        dict(method="split-half", metric="encoding_score", value=0.34, ci_low=np.nan,
+             ci_high=np.nan),
+        dict(method="Gifford lower", metric="encoding_score", value=0.2, ci_low=np.nan,
+             ci_high=np.nan),
+        dict(method="Gifford upper", metric="encoding_score", value=0.4, ci_low=np.nan,
+             ci_high=np.nan)])
+    design, bars, bounds = summaries.overview_findings(run, ceilings).split("\n\n")
+    erp = run.dataset.test.signals.mean(axis=(0, 1))
+    peak_ms = 1e3 * run.dataset.times[np.sqrt((erp ** 2).mean(axis=0)).argmax()]
+    assert design == (f"The test set holds 10 images × 4 repetitions; models are scored against "
+                      f"the target half (2 repetitions per image). The global field power of "
+                      f"the grand-average response peaks {peak_ms:.0f} ms after image onset.")
+    assert ("the exact ceiling is 0.300 [0.250, 0.350] on the encoding score and "
+            "0.800 [0.700, 0.900] on the paper's r; the split-half ceiling is 0.340 on") in bars
+    assert "The split-half estimate is 0.040 above the exact one" in bars
+    assert bounds.endswith("lower 0.200, upper 0.400.")
+    # Real data have no exact ceiling: only the split-half one is stated.
+    real = summaries.overview_findings(run, ceilings[ceilings["method"] != "exact"])
+    assert "exact" not in real and "the split-half ceiling is 0.340" in real
+
+
+def test_sampling_findings_read_the_plateau_the_choices_and_the_seeds():
+    curve = pd.DataFrame({"conditioning": ["a"] * 4 + ["b"] * 3,
+                          "epoch": [1, 2, 3, 4, 1, 2, 3],
+                          "encoding_r": [0.1, 0.2, 0.25, 0.255, 0.05, 0.1, 0.2],
+                          "ridge_r": [0.3] * 7})
+    test = pd.DataFrame([
+        dict(setting=1.0, role="chosen on validation", metric="encoding_score",
+             ceiling_method="exact", value=0.2, ci_low=0.1, ci_high=0.3, pct_of_ceiling=50.0),
+        dict(setting=1.0, role="chosen on validation", metric="snr_ratio",
+             ceiling_method="exact", value=1.1, ci_low=np.nan, ci_high=np.nan,
+             pct_of_ceiling=np.nan)])
+    seeds = pd.DataFrame([dict(conditioning="a", metric="encoding_score", mean=0.2,
+                               ci_low=0.15, ci_high=0.25, n=3),
+                          dict(conditioning="a", metric="paper_r", mean=0.5, ci_low=0.4,
+                               ci_high=0.6, n=3)])
+    a, b, guidance, spread = summaries.sampling_findings(
+        curve, 3, {"guidance scale": (1.0, test)}, "exact", seeds).split("\n\n")
+    # 98 % of a's best (0.255) is 0.2499: reached at epoch 3, within the profile's 3 epochs.
+    assert a == ("`a` reaches 98 % of its best validation encoding r (0.255, epoch 4) by "
+                 "epoch 3: the profile's 3 epochs are past it. Ridge on the same features and "
+                 "images scores 0.300.")
+    assert "by epoch 3: the profile's 3 epochs are past it; the curve was still rising" in b
+    assert guidance == ("**Guidance scale**: validation chose 1.0. On the test set, scored once, "
+                        "at 1.0 (chosen on validation) the mean of the samples scores "
+                        "0.200 [0.100, 0.300], 50.0 % of the exact ceiling, and a sample's SNR "
+                        "is 1.10 × a recorded trial's.")
+    assert spread == ("Encoding score across training seeds (mean, Student-t 95 % CI): `a` "
+                      "0.200 [0.150, 0.250] over 3 seeds.")
+    assert "stop before it" in summaries.sampling_findings(curve, 2, {}, "exact", seeds)
+
+
+def test_reproducibility_findings_name_the_commit_weights_seeds_and_time():
+    info = dict(profile="ci", device="cpu", encoder="tiny (random init)", encoder_digest="ab12",
+                sampling=dict(seed=0))
+    provenance = pd.DataFrame(dict(subject=[1, 1, 2, 2], conditioning=["x", "y", "x", "y"],
+                                   trained_on="cpu", train_seed=[0, 0, 0, 1],
+                                   train_seconds=[10.0, 20.0, 30.0, 40.4],
+                                   generate_seconds=[1.0, 2.0, 3.0, 4.0]))
+    commit, weights, seeds = summaries.reproducibility_findings(
+        "abc123-dirty", info, provenance).split("\n\n")
+    assert commit == ("The numbers in this book come from commit `abc123-dirty` (with "
+                      "uncommitted changes), profile `ci`, run on cpu; generators were trained "
+                      "on cpu.")
+    assert weights == "Image features: tiny (random init), weights sha256 `ab12`."
+    assert seeds.startswith("Training seeds [0, 1], sampling seed 0. Training took 100 s and "
+                            "sampling 10 s in all, over 2 subjects × 2 generators")
+    assert "not a git checkout" in summaries.reproducibility_findings("unknown", info, provenance)
+
+
+def test_training_images_shown_once_keep_every_feature_and_take_noise_from_held_out_trials():
+    # THINGS-MEG shows each training image once: no split-half reliability and no residuals
+    # around an image's mean exist in the training set.
+    from types import SimpleNamespace
+
+    from analysis.pages.decoding import identification_mask
+
+    rng = np.random.default_rng(0)
+    once = SimpleNamespace(signals=rng.standard_normal((6, 1, 3, 5)), n_reps=1)
+    held_out, target = rng.standard_normal((2, 4, 2, 3, 5))
+    run = SimpleNamespace(dataset=SimpleNamespace(train=once), test_halves=(held_out, target))
+    assert identification_mask(run).all() and identification_mask(run).shape == (3, 5)
+    trials, source = SubjectRun.noise_trials.fget(run)
+    assert trials is held_out and "held-out test repetitions" in source
+    twice = SimpleNamespace(signals=rng.standard_normal((6, 2, 3, 5)), n_reps=2)
+    run.dataset.train = twice
+    assert SubjectRun.noise_trials.fget(run)[0] is twice.signals
+    assert identification_mask(run, quantile=0.8).sum() == 3  # the top 20 % of 15 features

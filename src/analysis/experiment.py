@@ -327,12 +327,22 @@ class SubjectRun:
         """:attr:`target` averaged over repetitions, (n_images, n_channels, n_times)."""
         return self.target.mean(axis=1)
 
+    @property
+    def noise_trials(self) -> tuple[np.ndarray, str]:
+        """Repeated trials the references' trial noise is estimated from, and where they come
+        from: the training trials, or, where each training image was shown once (THINGS-MEG),
+        the held-out half of the test repetitions (``real_half``'s, never the target half
+        that every signal is scored against)."""
+        if self.dataset.train.n_reps >= 2:
+            return self.dataset.train.signals, "training trials"
+        return self.test_halves[0], "held-out test repetitions (training images shown once)"
+
     @cached_property
     def residual_noise(self):
-        """:class:`~analysis.references.ResidualNoise` fit on the training trials."""
+        """:class:`~analysis.references.ResidualNoise` fit on :attr:`noise_trials`."""
         from .references import ResidualNoise
 
-        return ResidualNoise().fit(self.dataset.train.signals)
+        return ResidualNoise().fit(self.noise_trials[0])
 
     def signals(self, name: str, n: int | None = None, seed: int = 0) -> np.ndarray:
         """``n`` test signals per image of a generator, baseline or reference (see

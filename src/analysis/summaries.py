@@ -35,7 +35,8 @@ from .evaluation.stats import format_ci
 from .names import MODELS, PAIRS, PER_IMAGE_MODELS, REFERENCES
 from .pages.common import (ATTRIBUTES_KEY, prediction, shown, with_noiseless, example_images,
                            example_channels, window_bounds, window_maps)
-from .pages.overview import (design_table, noise_ceilings, ceiling_table)
+from .pages.overview import (design_table, noise_ceilings, ceiling_table, gfp_peak_latency,
+                             overview_findings)
 from .pages.training import (checkpoint_record, training_table, config_table, losses,
                              learning_curve, plateau_epoch, oracle_conditioning, loss_phases,
                              training_findings)
@@ -53,19 +54,21 @@ from .pages.realism import (PROBES, realism_generators, probe_signals, realism_s
                             realism_summary, realism_findings, variability_by_image,
                             realism_headline, realism_group_table, realism_group_findings)
 from .pages.sampling import (CRITERIA, sampling_sweep, chosen_setting, validation_choice,
-                             seed_table, seed_ablation)
+                             seed_table, seed_ablation, sampling_findings)
 from .pages.group import (RANGES, group_mean_table, preferred_ceiling, headline_values,
                           HEADLINE_CHECKS, headline_csv, headline_findings, ablation_findings)
 from .pages.display import (readout_display, readout_findings, fidelity_by_model,
                             fidelity_display, ci_pivot, ci_text, paired_display, headline_table)
 from .pages.results import (RESULTS, save_table, save_dataset_table, load_or_compute,
                             group_results)
-from .pages.reproducibility import (environment_versions, git_commit, provenance_table)
+from .pages.reproducibility import (environment_versions, git_commit, provenance_table,
+                                    reproducibility_findings)
 
 __all__ = [
     "ATTRIBUTES_KEY", "prediction", "shown", "with_noiseless", "example_images",
     "example_channels", "window_bounds", "window_maps", "design_table", "noise_ceilings",
-    "ceiling_table", "checkpoint_record", "training_table", "config_table", "losses",
+    "ceiling_table", "gfp_peak_latency", "overview_findings", "sampling_findings",
+    "reproducibility_findings", "checkpoint_record", "training_table", "config_table", "losses",
     "learning_curve", "plateau_epoch", "oracle_conditioning", "CRITERIA", "seed_ablation",
     "fidelity_table", "score_predictions", "readout_predictions", "readout_table", "paired_tests",
     "identification_mask", "identify", "identification_table", "plausibility_table",

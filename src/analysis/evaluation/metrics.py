@@ -266,7 +266,9 @@ def fidelity_summary(
     pred : ndarray, shape (n_images, n_channels, n_times)
         Generated responses for the test images, in the units of ``trials``.
     trials : ndarray, shape (n_images, n_reps, n_channels, n_times)
-        Real (or simulated) test trials, ``n_reps >= 2``.
+        Real (or simulated) test trials. With one repetition (THINGS-MEG's training images,
+        scored as validation concepts) the scores are computed but the split-half ceiling
+        and the MSE floor, which need repetitions, are NaN.
     noiseless : ndarray, shape (n_images, n_channels, n_times), optional
         Exact noise-free means (simulated data only); adds rows against the exact ceiling.
     n_boot, ci : int, float
@@ -305,14 +307,17 @@ def fidelity_summary(
         ``DataFrame.attrs`` records ``n_images``, ``n_reps``, ``n_boot``, ``ci``,
         ``ci_method``, ``n_splits`` (None when ``ceiling`` was given) and ``seed``.
     """
-    trials = check_trials(trials, min_reps=2)
+    trials = check_trials(trials, min_reps=1)
     n_images, n_reps, n_channels, n_times = trials.shape
     pred = check_array(pred, "pred", RESPONSE_AXES, shape=(n_images, n_channels, n_times))
     if noiseless is not None:
         noiseless = check_array(noiseless, "noiseless", RESPONSE_AXES,
                                 shape=(n_images, n_channels, n_times))
     computed_ceiling = ceiling is None
-    if computed_ceiling:
+    if computed_ceiling and n_reps == 1:  # no repetitions: nothing to split
+        ceiling = NoiseCeiling(np.full((n_channels, n_times), np.nan), np.full(n_images, np.nan),
+                               "split-half")
+    elif computed_ceiling:
         ceiling = noise_ceiling_r(trials, n_splits=n_splits, seed=seed)
     elif ceiling.encoding.shape != (n_channels, n_times) or ceiling.paper.shape != (n_images,):
         raise ValueError(
@@ -338,7 +343,8 @@ def fidelity_summary(
             low, high = interval.low, interval.high
         scores[metric] = (values, value, low, high)
     ceilings = [
-        ("paper_mse", "repetition variance", float(mse_floor(trials).mean())),
+        ("paper_mse", "repetition variance",
+         float(mse_floor(trials).mean()) if n_reps >= 2 else np.nan),
         ("paper_r", ceiling.method, ceiling.paper_mean),
         ("encoding_score", ceiling.method, ceiling.encoding_mean),
     ]

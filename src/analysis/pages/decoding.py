@@ -19,9 +19,15 @@ if TYPE_CHECKING:
 
 
 def identification_mask(run: SubjectRun, *, quantile: float = 0.8, seed: int = 0) -> np.ndarray:
-    """The most reliable channel × time features, chosen on the *training* trials only."""
-    return decoding.select_features_by_reliability(run.dataset.train.signals, quantile=quantile,
-                                                   seed=seed)
+    """The most reliable channel × time features, chosen on the *training* trials only.
+
+    Where each training image was shown once (THINGS-MEG) reliability across repetitions
+    cannot be measured without the test set, so every feature is kept.
+    """
+    train = run.dataset.train.signals
+    if train.shape[1] < 2:
+        return np.ones(train.shape[2:], dtype=bool)
+    return decoding.select_features_by_reliability(train, quantile=quantile, seed=seed)
 
 
 def identify(run: SubjectRun, models: Sequence[str] = MODELS, *, quantile: float = 0.8,

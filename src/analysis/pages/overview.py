@@ -82,3 +82,45 @@ def ceiling_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.D
         rows.append(dict(method=method, metric="encoding_score",
                          value=float(mean_ignoring_nan(bound)), ci_low=np.nan, ci_high=np.nan))
     return pd.DataFrame(rows)
+
+
+def gfp_peak_latency(run: SubjectRun) -> float:
+    """When the global field power (RMS over channels) of the grand-average test response
+    peaks, in seconds from image onset."""
+    erp = run.dataset.test.average().mean(axis=0)  # (n_channels, n_times)
+    return float(run.dataset.times[np.sqrt((erp ** 2).mean(axis=0)).argmax()])
+
+
+def overview_findings(run: SubjectRun, ceilings: pd.DataFrame) -> str:
+    """The overview page's finding as Markdown: the test design, the response's peak and
+    the ceilings models are measured against. ``ceilings``: :func:`ceiling_table`."""
+    from .display import ci_text
+
+    test = run.dataset.test
+    design = (f"The test set holds {test.n_images} images × {test.n_reps} repetitions; models "
+              f"are scored against the target half ({run.target.shape[1]} repetitions per "
+              f"image). The global field power of the grand-average response peaks "
+              f"{1e3 * gfp_peak_latency(run):.0f} ms after image onset.")
+    rows = ceilings.set_index(["method", "metric"])
+    bars = []
+    for method in ("exact", "split-half"):
+        if (method, "encoding_score") not in rows.index:
+            continue
+        encoding, paper = rows.loc[(method, "encoding_score")], rows.loc[(method, "paper_r")]
+        encoding_text = (ci_text(encoding) if np.isfinite(encoding["ci_low"])
+                         else f"{encoding['value']:.3f}")
+        bars.append(f"the {method} ceiling is {encoding_text} on the encoding score and "
+                    f"{ci_text(paper)} on the paper's r")
+    text = "A perfect model would score what the recording's own noise allows: " + "; ".join(
+        bars) + "."
+    if len(bars) == 2:
+        gap = (rows.loc[("split-half", "encoding_score"), "value"]
+               - rows.loc[("exact", "encoding_score"), "value"])
+        text += (f" The split-half estimate is {abs(gap):.3f} {'above' if gap > 0 else 'below'} "
+                 "the exact one (it overestimates when the test set is small), so the fidelity "
+                 "page measures models against the exact ceiling.")
+    lower = rows.loc[("Gifford lower", "encoding_score"), "value"]
+    upper = rows.loc[("Gifford upper", "encoding_score"), "value"]
+    bounds = (f"Gifford et al.'s (2022) bounds on the encoding score, for comparison with "
+              f"published THINGS-EEG2 curves: lower {lower:.3f}, upper {upper:.3f}.")
+    return "\n\n".join([design, text, bounds])

@@ -79,3 +79,32 @@ def provenance_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONIN
             signals_per_s=gen.get("signals_per_s", np.nan),
             started=record.get("started"), checkpoint_key=str(record.get("key"))[:12]))
     return pd.DataFrame(rows)
+
+
+def reproducibility_findings(commit: str, info: dict, provenance: pd.DataFrame) -> str:
+    """The reproducibility page's finding as Markdown: what produced the book's numbers.
+
+    Parameters
+    ----------
+    commit : str
+        :func:`git_commit` of the package source.
+    info : dict
+        The first subject's :meth:`~analysis.experiment.SubjectRun.provenance`.
+    provenance : DataFrame
+        :func:`provenance_table` rows of every subject, with a ``subject`` column.
+    """
+    state = {"unknown": "not a git checkout, so no commit identifies it"}.get(
+        commit, "with uncommitted changes" if commit.endswith("-dirty") else "committed")
+    n_subjects, n_models = provenance["subject"].nunique(), provenance["conditioning"].nunique()
+    devices = ", ".join(sorted(provenance["trained_on"].astype(str).unique()))
+    return "\n\n".join([
+        f"The numbers in this book come from commit `{commit}` ({state}), profile "
+        f"`{info['profile']}`, run on {info['device']}; generators were trained on {devices}.",
+        f"Image features: {info['encoder']}, weights sha256 `{info['encoder_digest']}`.",
+        f"Training seeds {sorted(int(s) for s in provenance['train_seed'].unique())}, sampling "
+        f"seed {info['sampling']['seed']}. Training took "
+        f"{provenance['train_seconds'].sum():.0f} s and sampling "
+        f"{provenance['generate_seconds'].sum():.0f} s in all, over {n_subjects} subject"
+        f"{'s' if n_subjects != 1 else ''} × {n_models} generators (timings of the runs that "
+        "made the checkpoints; loading them is fast).",
+    ])

@@ -30,6 +30,10 @@ def _fidelity_rows(run: SubjectRun, pred: np.ndarray, n_boot: int, seed: int) ->
 CRITERIA = {"guidance_scale": "snr_ratio", "steps": "snr_ratio"}
 
 
+#: The test rows' ``role`` where validation could not choose (images shown once).
+NOT_CHOSEN = "profile default (validation cannot measure the criterion)"
+
+
 def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
                    conditioning: str = "cross_attention", *, n_boot: int = 500,
                    seed: int = 0) -> pd.DataFrame:
@@ -49,11 +53,13 @@ def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
         ``fidelity_summary`` rows (``paper_r``, ``encoding_score``) of the mean of the
         samples per image, and a ``snr_ratio`` row: the samples' single-trial SNR over the
         recording's (:func:`~analysis.evaluation.realism.single_trial_snr`; 1 = as noisy as
-        real trials), with ``parameter`` and ``setting`` columns.
+        real trials; NaN where the target has one repetition per image, as THINGS-MEG's
+        training images do, so the recording's SNR cannot be measured), with ``parameter``
+        and ``setting`` columns.
     """
     from ..evaluation.realism import single_trial_snr
 
-    real_snr = single_trial_snr(run.target)
+    real_snr = single_trial_snr(run.target) if run.target.shape[1] >= 2 else np.nan
     frames = []
     for v in values:
         samples = run.generated(conditioning, **{parameter: v})
@@ -71,8 +77,17 @@ def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
 def chosen_setting(sweep: pd.DataFrame, metric: str = "encoding_score") -> object:
     """The setting of a :func:`sampling_sweep` that is best by ``metric``: the highest
     ``encoding_score``, or the ``snr_ratio`` nearest 1 (on a log scale); the first one on
-    ties, in the order tried."""
+    ties, in the order tried.
+
+    Raises
+    ------
+    ValueError
+        No setting has a finite ``metric`` (e.g. ``snr_ratio`` on single-shown images).
+    """
     rows = sweep[sweep["metric"] == metric].drop_duplicates("setting")
+    rows = rows[np.isfinite(rows["value"].to_numpy(float))]
+    if rows.empty:
+        raise ValueError(f"sweep: no setting has a finite '{metric}' to choose by")
     if metric == "snr_ratio":
         distance = np.abs(np.log(np.clip(rows["value"].to_numpy(float), 1e-12, None)))
         value = rows["setting"].iloc[int(np.argmin(distance))]
@@ -96,19 +111,26 @@ def validation_choice(run: SubjectRun, parameter: str, values: Sequence,
     validation : pandas.DataFrame
         :func:`sampling_sweep` rows on the validation concepts (``split='validation'``).
     chosen : object
-        The chosen value.
+        The chosen value; the profile's own where the criterion cannot be measured on the
+        validation concepts (images shown once).
     test : pandas.DataFrame
         :func:`sampling_sweep` rows on the test set for the chosen and the profile's value
         (``split='test'``, ``role`` ``'chosen on validation'`` / ``'profile default'``).
     """
     sweep = sampling_sweep(run.validation, parameter, values, conditioning, n_boot=n_boot,
                            seed=seed).assign(split="validation")
-    chosen = chosen_setting(sweep, CRITERIA.get(parameter, "encoding_score"))
     default = getattr(run.profile.sampling, parameter)
-    roles = {chosen: "chosen on validation"}
-    roles.setdefault(default, "profile default")
-    if default == chosen:
-        roles[chosen] = "chosen on validation = profile default"
+    try:
+        chosen = chosen_setting(sweep, CRITERIA.get(parameter, "encoding_score"))
+    except ValueError:
+        # Validation images shown once (THINGS-MEG): the recording's SNR, the criterion,
+        # cannot be measured without the test set, so nothing is chosen.
+        chosen, roles = default, {default: NOT_CHOSEN}
+    else:
+        roles = {chosen: "chosen on validation"}
+        roles.setdefault(default, "profile default")
+        if default == chosen:
+            roles[chosen] = "chosen on validation = profile default"
     test = sampling_sweep(run, parameter, list(roles), conditioning, n_boot=n_boot,
                           seed=seed).assign(split="test")
     test["role"] = test["setting"].map(roles)
@@ -184,3 +206,62 @@ def seed_ablation(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
     table = pd.DataFrame(out)
     table["p_holm"] = holm(table["p_value"])
     return scores, table
+
+
+def sampling_findings(curve: pd.DataFrame, profile_epochs: int,
+                      choices: dict[str, tuple[object, pd.DataFrame]], method: str,
+                      across_seeds: pd.DataFrame) -> str:
+    """The sampling page's finding as Markdown: where training plateaus, what validation
+    chose and what the test set then scored, and the spread over training seeds.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        :func:`~analysis.pages.training.learning_curve`.
+    profile_epochs : int
+        The epochs the other pages' generators train for.
+    choices : dict
+        Per setting's name (e.g. ``'guidance scale'``): the value chosen on validation and
+        the test rows of :func:`validation_choice`.
+    method : str
+        The ceiling the test scores are shares of (``'exact'`` or ``'split-half'``).
+    across_seeds : DataFrame
+        :func:`~analysis.pages.group.group_mean_table` of :func:`seed_table` rows by
+        ``conditioning`` and ``metric``.
+    """
+    from .display import ci_text
+    from .training import plateau_epoch
+
+    paragraphs = []
+    for model, rows in curve.groupby("conditioning", sort=False):
+        best = rows.loc[rows["encoding_r"].idxmax()]
+        plateau = plateau_epoch(rows)
+        verdict = (f"the profile's {profile_epochs} epochs are past it"
+                   if plateau <= profile_epochs else
+                   f"the profile's {profile_epochs} epochs stop before it")
+        if plateau == rows["epoch"].max():
+            verdict += "; the curve was still rising at its last point"
+        paragraphs.append(
+            f"`{model}` reaches 98 % of its best validation encoding r ({best.encoding_r:.3f}, "
+            f"epoch {best.epoch:.0f}) by epoch {plateau}: {verdict}. Ridge on the same "
+            f"features and images scores {rows['ridge_r'].iloc[0]:.3f}.")
+    for name, (chosen, test) in choices.items():
+        rows = test[test["ceiling_method"] == method]
+        scored = []
+        for row in rows[rows["metric"] == "encoding_score"].itertuples():
+            snr = rows[(rows["metric"] == "snr_ratio") & (rows["setting"] == row.setting)]
+            scored.append(f"at {row.setting} ({row.role}) the mean of the samples scores "
+                          f"{ci_text(row)}, {row.pct_of_ceiling:.1f} % of the {method} "
+                          f"ceiling, and a sample's SNR is {snr['value'].iloc[0]:.2f} × a "
+                          "recorded trial's")
+        choice = (f"validation chose {chosen}" if NOT_CHOSEN not in set(rows["role"]) else
+                  f"the validation images were shown once, so the recording's SNR, the "
+                  f"criterion, cannot be measured there and the profile's {chosen} is kept")
+        paragraphs.append(f"**{name.capitalize()}**: {choice}. On the test set, scored once, "
+                          + "; ".join(scored) + ".")
+    seeds = [f"`{row.conditioning}` {ci_text(row, value='mean')} over {row.n} seeds"
+             for row in across_seeds[across_seeds["metric"] == "encoding_score"].itertuples()]
+    if seeds:
+        paragraphs.append("Encoding score across training seeds (mean, Student-t 95 % CI): "
+                          + "; ".join(seeds) + ".")
+    return "\n\n".join(paragraphs)
