@@ -115,6 +115,29 @@ def test_readout_table_scores_every_feature_set_and_its_pooled_row_is_the_ridge_
         readouts["model"].unique())
     findings = summaries.readout_findings(saved)
     assert f"`{own}`" in findings and "The best read-out is" in findings
+    assert (readouts["n_outputs"] == readouts["of_outputs"]).all() and "subsample" not in findings
+
+
+def test_read_outs_beyond_the_output_limit_use_an_even_subsample(run, monkeypatch):
+    from analysis.pages import fidelity
+    from analysis.evaluation.metrics import encoding_score
+
+    assert (fidelity.readout_outputs(1700) == np.arange(1700)).all()
+    # THINGS-EEG2 at 250 Hz and THINGS-MEG: every 4th / 19th of the flattened outputs.
+    assert len(fidelity.readout_outputs(63 * 250)) == 3938
+    assert len(fidelity.readout_outputs(275 * 281)) == 4068
+    monkeypatch.setattr(fidelity, "READOUT_OUTPUTS", 100)
+    readouts = fidelity.readout_table(run, n_boot=50)
+    assert set(readouts["n_outputs"]) == {100} and set(readouts["of_outputs"]) == {17 * 100}
+    # The ridge row is the ridge baseline's prediction scored on every 17th output.
+    outputs = np.arange(0, 1700, 17)
+    ridge = summaries.prediction(run, "ridge").reshape(10, -1)[:, outputs]
+    target = run.target_average.reshape(10, -1)[:, outputs]
+    own = readouts[(readouts["metric"] == "encoding_score")
+                   & (readouts["ceiling_method"] == "exact")].iloc[0]
+    assert own["value"] == pytest.approx(np.nanmean(encoding_score(ridge[:, None], target[:, None])))
+    assert "even subsample of 100 of the 1,700 channel × time outputs" in summaries.readout_findings(
+        readouts.assign(subject=1))
 
 
 def test_paired_display_pivots_comparisons_by_subject():

@@ -60,6 +60,10 @@ def readout_findings(readouts: pd.DataFrame) -> str:
     lines = [f"Ridge on the profile encoder's pooled features (`{own}`, the input of the ridge "
              f"baseline and of concatenation) reaches {say(own)} of the {ceiling} ceiling "
              f"(mean over {n} subject{'s' if n != 1 else ''}, Student-t 95 % CI)."]
+    if "n_outputs" in readouts and (readouts["n_outputs"] < readouts["of_outputs"]).any():
+        lines[0] += (f" Every read-out is fit and scored on an even subsample of "
+                     f"{int(readouts['n_outputs'].max()):,} of the "
+                     f"{int(readouts['of_outputs'].max()):,} channel × time outputs.")
     stages = [m for m in means.index if m.startswith(f"{encoder}: stage ")]
     if stages:
         best_stage = means.loc[stages, "mean"].idxmax()

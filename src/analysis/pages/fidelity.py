@@ -54,10 +54,20 @@ def fidelity_table(run: SubjectRun, models: Sequence[str] | None = None, *, n_bo
 
 
 def score_predictions(run: SubjectRun, predictions: Mapping[str, np.ndarray], *,
-                      n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """:func:`fidelity_table` of any named test-set predictions ``(n_images, n_ch, n_times)``."""
+                      outputs: np.ndarray | None = None, n_boot: int = 1000,
+                      seed: int = 0) -> pd.DataFrame:
+    """:func:`fidelity_table` of any named test-set predictions ``(n_images, n_ch, n_times)``.
+
+    With ``outputs`` (indices into the flattened channel × time outputs, see
+    :func:`readout_outputs`) the predictions are ``(n_images, 1, len(outputs))`` and are
+    scored against those outputs of the trials.
+    """
     trials = run.target
     noiseless = None if run.dataset.noiseless is None else run.dataset.noiseless["test"]
+    if outputs is not None:
+        trials = trials.reshape(*trials.shape[:2], -1)[..., outputs][:, :, None]
+        if noiseless is not None:
+            noiseless = noiseless.reshape(len(noiseless), -1)[:, outputs][:, None]
     ceiling = noise_ceiling_r(trials, seed=seed)
     frames = []
     for model, predicted in predictions.items():
@@ -79,23 +89,51 @@ def score_predictions(run: SubjectRun, predictions: Mapping[str, np.ndarray], *,
     return out[["model"] + [c for c in out.columns if c != "model"]]
 
 
-def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
+#: Most channel × time outputs the read-out comparison fits and scores (see
+#: :func:`readout_outputs`): every output of the built-in data (17 × 100), an even
+#: subsample of THINGS-EEG2's 63 × 250 and THINGS-MEG's 271 × 281.
+READOUT_OUTPUTS = 4096
+
+
+def readout_outputs(n_outputs: int, limit: int = READOUT_OUTPUTS) -> np.ndarray:
+    """The flattened channel × time outputs the read-outs use: all of them up to ``limit``,
+    else every k-th (``k = ceil(n_outputs / limit)``), spread over channels and times.
+
+    Fitting costs images × features × outputs per penalty tried: comparing feature sets on
+    THINGS-MEG's 77 275 outputs would take more than an hour on 2 cores, while the mean
+    encoding score over an even subsample of a few thousand outputs estimates the same
+    mean (each output's ridge has its own penalty and weights, so it is fit exactly as in
+    the full model).
+    """
+    return np.arange(0, n_outputs, -(-n_outputs // limit))
+
+
+def readout_predictions(run: SubjectRun, outputs: np.ndarray | None = None
+                        ) -> dict[str, np.ndarray]:
     """Test-set predictions of ridge on each feature set of :func:`analysis.readouts.feature_sets`.
 
-    Each is fit on the training averages. The profile encoder's pooled read-out *is* the
-    ``ridge`` baseline. Beside them, RBF kernel ridge on the same pooled embedding
-    (``'…: pooled, kernel'``) asks whether the features hold image information that a
-    linear map misses.
+    Each is fit on the training averages of the ``outputs`` (default
+    :func:`readout_outputs`), predictions ``(n_test_images, 1, len(outputs))``. The profile
+    encoder's pooled read-out *is* the ``ridge`` baseline (its outputs taken from it).
+    Beside them, RBF kernel ridge on the same pooled embedding (``'…: pooled, kernel'``)
+    asks whether the features hold image information that a linear map misses.
     """
     from ..models.baselines import KernelRidgeEncoder, RidgeEncoder
     from ..readouts import feature_sets, pooled_name
 
-    responses = run.dataset.train.average()
+    train_signals = run.dataset.train.signals
+    n_images, n_reps = train_signals.shape[:2]
+    if outputs is None:
+        outputs = readout_outputs(int(np.prod(train_signals.shape[2:])), READOUT_OUTPUTS)
+    # Averaged over repetitions at the chosen outputs only: THINGS-MEG's full average would
+    # be another 6.8 GB.
+    responses = train_signals.reshape(n_images, n_reps, -1)[..., outputs].mean(axis=1)[:, None]
     own = pooled_name(run.features.meta)
     out = {}
     for name, (train, test) in feature_sets(run, run.readout_features).items():
         if name == own:
-            out[name] = prediction(run, "ridge")
+            ridge = prediction(run, "ridge")
+            out[name] = ridge.reshape(len(ridge), -1)[:, outputs][:, None]
             out[f"{own}, kernel"] = KernelRidgeEncoder().fit(train, responses).predict(test)
         else:
             out[name] = RidgeEncoder().fit(train, responses).predict(test)
@@ -103,8 +141,14 @@ def readout_predictions(run: SubjectRun) -> dict[str, np.ndarray]:
 
 
 def readout_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """:func:`fidelity_table` of :func:`readout_predictions` (``model`` names the read-out)."""
-    return score_predictions(run, readout_predictions(run), n_boot=n_boot, seed=seed)
+    """:func:`fidelity_table` of :func:`readout_predictions` (``model`` names the read-out),
+    on the outputs of :func:`readout_outputs` (the table's ``n_outputs`` column says how many
+    of the channel × time outputs)."""
+    n_outputs = int(np.prod(run.dataset.train.signals.shape[2:]))
+    outputs = readout_outputs(n_outputs, READOUT_OUTPUTS)
+    table = score_predictions(run, readout_predictions(run, outputs), outputs=outputs,
+                              n_boot=n_boot, seed=seed)
+    return table.assign(n_outputs=len(outputs), of_outputs=n_outputs)
 
 
 _PER_IMAGE_METRICS: dict[str, Callable] = {"paper_r": paper_pearson, "paper_mse": paper_mse}
