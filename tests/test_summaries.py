@@ -876,7 +876,7 @@ def test_sampling_findings_read_the_plateau_the_choices_and_the_seeds():
     assert a == ("`a` reaches 98 % of its best validation encoding r (0.255, epoch 4) by "
                  "epoch 3: the profile's 3 epochs are past it. Ridge on the same features and "
                  "images scores 0.300.")
-    assert "by epoch 3: the profile's 3 epochs are past it; the curve was still rising" in b
+    assert "by epoch 3: its last scored epoch, so the curve may still be rising there." in b
     assert guidance == ("**Guidance scale**: validation chose 1.0. On the test set, scored once, "
                         "at 1.0 (chosen on validation) the mean of the samples scores "
                         "0.200 [0.100, 0.300], 50.0 % of the exact ceiling, and a sample's SNR "
@@ -884,6 +884,8 @@ def test_sampling_findings_read_the_plateau_the_choices_and_the_seeds():
     assert spread == ("Encoding score across training seeds (mean, Student-t 95 % CI): `a` "
                       "0.200 [0.150, 0.250] over 3 seeds.")
     assert "stop before it" in summaries.sampling_findings(curve, 2, {}, "exact", seeds)
+    assert "**DDIM steps**" in summaries.sampling_findings(curve, 3, {"DDIM steps": (1.0, test)},
+                                                           "exact", seeds)
 
 
 def test_reproducibility_findings_name_the_commit_weights_seeds_and_time():

@@ -236,11 +236,12 @@ def sampling_findings(curve: pd.DataFrame, profile_epochs: int,
     for model, rows in curve.groupby("conditioning", sort=False):
         best = rows.loc[rows["encoding_r"].idxmax()]
         plateau = plateau_epoch(rows)
-        verdict = (f"the profile's {profile_epochs} epochs are past it"
-                   if plateau <= profile_epochs else
-                   f"the profile's {profile_epochs} epochs stop before it")
         if plateau == rows["epoch"].max():
-            verdict += "; the curve was still rising at its last point"
+            verdict = "its last scored epoch, so the curve may still be rising there"
+        elif plateau <= profile_epochs:
+            verdict = f"the profile's {profile_epochs} epochs are past it"
+        else:
+            verdict = f"the profile's {profile_epochs} epochs stop before it"
         paragraphs.append(
             f"`{model}` reaches 98 % of its best validation encoding r ({best.encoding_r:.3f}, "
             f"epoch {best.epoch:.0f}) by epoch {plateau}: {verdict}. Ridge on the same "
@@ -257,7 +258,7 @@ def sampling_findings(curve: pd.DataFrame, profile_epochs: int,
         choice = (f"validation chose {chosen}" if NOT_CHOSEN not in set(rows["role"]) else
                   f"the validation images were shown once, so the recording's SNR, the "
                   f"criterion, cannot be measured there and the profile's {chosen} is kept")
-        paragraphs.append(f"**{name.capitalize()}**: {choice}. On the test set, scored once, "
+        paragraphs.append(f"**{name[:1].upper()}{name[1:]}**: {choice}. On the test set, scored once, "
                           + "; ".join(scored) + ".")
     seeds = [f"`{row.conditioning}` {ci_text(row, value='mean')} over {row.n} seeds"
              for row in across_seeds[across_seeds["metric"] == "encoding_score"].itertuples()]
