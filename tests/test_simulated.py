@@ -404,6 +404,26 @@ def test_rehearsal_profile_simulates_each_dataset_at_its_things_size():
     # Profiles without MEG sizes of their own use the same sizes for both.
     assert sim.config_for_profile("ci", modality="meg").size == sim.config_for_profile("ci").size
 
+
+def test_large_arrays_are_computed_in_blocks_with_the_same_values(monkeypatch):
+    # THINGS-MEG's training set is 1.7e9 values: its noiseless responses and noise level are
+    # computed a block at a time; smaller sets in one piece, so the built-in data never change.
+    size = SimulationSize(n_subjects=1, n_train_concepts=6, n_train_images_per_concept=3,
+                          n_test_concepts=4, image_size=32)
+    config = sim.SimulationConfig(size=size)
+    train, test = sim.draw_stimuli(config)
+    subject = sim.make_subject(config, 1, sim.make_info("eeg", config.sfreq, config.ch_names))
+    codes = sim.AttributeCodes.draw(config.seed)
+    whole = sim.noiseless_responses(train, subject, config, codes)
+    other = sim.noiseless_responses(test, subject, config, codes)
+    std = sim.noise_std_for_snr(np.concatenate([whole, other]), 0.5)
+    assert sim.noise_std_for_snr([whole, other], 0.5) == std
+    monkeypatch.setattr(sim, "_LARGE", 0)
+    monkeypatch.setattr(sim, "_BLOCK", 5 * whole[0].size)  # blocks of 5 images
+    np.testing.assert_allclose(sim.noiseless_responses(train, subject, config, codes), whole,
+                               rtol=1e-6, atol=1e-6 * np.abs(whole).max())
+    assert sim.noise_std_for_snr([whole, other], 0.5) == pytest.approx(std, rel=1e-5)
+
 def test_nice_variant_has_63_channels_at_250_hz_and_its_own_identity():
     size = SimulationSize(n_subjects=1, n_train_concepts=4, n_train_images_per_concept=1,
                           n_test_concepts=2)

@@ -481,6 +481,14 @@ def source_waveforms(attributes: pd.DataFrame, times: np.ndarray, codes: Attribu
     return out
 
 
+#: Arrays of more values than this are computed a block at a time (THINGS-MEG's 22 184
+#: training images at 275 × 281 are 1.7e9 values: 13.7 GB in float64); smaller ones in one
+#: piece, as the built-in datasets always were, so their values do not change.
+_LARGE = 2 ** 28
+#: Values per block then (0.5 GB in float64).
+_BLOCK = 2 ** 26
+
+
 def noiseless_responses(attributes: pd.DataFrame, subject: SubjectModel, config: SimulationConfig,
                         codes: AttributeCodes, trials: TrialDraws | None = None) -> np.ndarray:
     """Sensor-level responses, shape (n_rows, n_channels, n_times), in µV or fT.
@@ -488,6 +496,20 @@ def noiseless_responses(attributes: pd.DataFrame, subject: SubjectModel, config:
     ``trials=None``: each image's mean response (the expectation over trial jitter and
     gain); else the noise-free single trials of ``trials`` (one attribute row per trial).
     """
+    per_row = subject.lead_field.shape[0] * len(config.times)
+    if trials is not None or len(attributes) * per_row <= _LARGE:
+        return _sensor_responses(attributes, subject, config, codes, trials)
+    step = max(1, _BLOCK // per_row)
+    out = np.empty((len(attributes), subject.lead_field.shape[0], len(config.times)), np.float32)
+    for start in range(0, len(attributes), step):
+        out[start:start + step] = _sensor_responses(attributes.iloc[start:start + step], subject,
+                                                    config, codes)
+    return out
+
+
+def _sensor_responses(attributes: pd.DataFrame, subject: SubjectModel, config: SimulationConfig,
+                      codes: AttributeCodes, trials: TrialDraws | None = None) -> np.ndarray:
+    """:func:`noiseless_responses` of ``attributes`` in one piece."""
     moments = source_waveforms(attributes, config.times, codes, subject.latency_shift_s,
                                subject.gain, config.effects, trials)
     moments = moments * config.dipole_moment_nAm * 1e-9  # A·m
@@ -518,7 +540,9 @@ def draw_trials(attributes: pd.DataFrame, n_reps: int, subject: SubjectModel,
     gain = np.ones((n_img, n_reps))
     jittered = config.effects != ResponseEffects.none()
     mean = None if jittered else noiseless_responses(attributes, subject, config, codes)
-    chunk = max(1, 4096 // n_reps)
+    # Trials per block: 4096 (the built-in datasets' draws), fewer where that many would
+    # exceed _BLOCK values (THINGS-MEG's 275 × 281).
+    chunk = max(1, min(4096, _BLOCK // (n_ch * n_t)) // n_reps)
     for start in tqdm(range(0, n_img, chunk), disable=not progress, leave=False, desc=desc):
         stop = min(start + chunk, n_img)
         noise = trial_noise(noise_rng, (stop - start) * n_reps, subject, config.sfreq,
@@ -576,17 +600,29 @@ def trial_noise(rng: np.random.Generator, n_trials: int, subject: SubjectModel,
     return brain + sensor
 
 
-def noise_std_for_snr(noiseless: np.ndarray, trial_snr: float) -> float:
+def noise_std_for_snr(noiseless: np.ndarray | Sequence[np.ndarray], trial_snr: float) -> float:
     """Noise standard deviation giving the requested image-specific single-trial SNR.
 
     Parameters
     ----------
-    noiseless : ndarray, shape (n_images, n_channels, n_times)
+    noiseless : ndarray, shape (n_images, n_channels, n_times), or a sequence of them
+        (their images together, e.g. the training and the test images).
     trial_snr : float
         Variance of ``noiseless - noiseless.mean(axis=0)`` over noise variance.
     """
-    specific = noiseless - noiseless.mean(axis=0, keepdims=True)
-    return float(np.sqrt(specific.var() / trial_snr))
+    parts = [noiseless] if isinstance(noiseless, np.ndarray) else list(noiseless)
+    n_images = sum(len(p) for p in parts)
+    per_image = int(np.prod(parts[0].shape[1:]))
+    if n_images * per_image <= _LARGE:
+        noiseless = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        specific = noiseless - noiseless.mean(axis=0, keepdims=True)
+        return float(np.sqrt(specific.var() / trial_snr))
+    # In float64 blocks of images: no copy of the whole set.
+    step = max(1, _BLOCK // per_image)
+    blocks = [p[i:i + step] for p in parts for i in range(0, len(p), step)]
+    mean = sum(b.sum(axis=0, dtype=np.float64) for b in blocks) / n_images
+    variance = sum(float(np.square(b - mean).sum()) for b in blocks) / (n_images * per_image)
+    return float(np.sqrt(variance / trial_snr))
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -609,7 +645,7 @@ def simulate_subject(config: SimulationConfig, subject: int, train_attrs: pd.Dat
     noiseless = {name: noiseless_responses(attrs, model, config, codes)
                  for name, attrs in (("train", train_attrs), ("test", test_attrs))}
     # One noise level per subject, calibrated on all its images, then jittered per subject.
-    noise_std = noise_std_for_snr(np.concatenate(list(noiseless.values())), config.trial_snr)
+    noise_std = noise_std_for_snr(list(noiseless.values()), config.trial_snr)
     noise_std *= model.noise_scale
     reps = {"train": size.n_train_reps if config.modality == "eeg" else 1,
             "test": size.n_test_reps}
@@ -905,7 +941,7 @@ def oracle_trials(dataset: EpochedDataset, n: int, seed: int = 0, split: str = "
     subject = make_subject(config, subject_id, make_info(config.modality, config.sfreq, config.ch_names))
     noiseless = dataset.noiseless
     # The subject's noise level, calibrated as simulate_subject did on all its images.
-    noise_std = noise_std_for_snr(np.concatenate([noiseless["train"], noiseless["test"]]),
+    noise_std = noise_std_for_snr([noiseless["train"], noiseless["test"]],
                                   config.trial_snr) * subject.noise_scale
     if attributes is None:
         attributes = image_attributes(dataset, split)
