@@ -441,9 +441,10 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     model.to(device)
     # Normalised as what the finished model generates (see TrainConfig.trial_epochs).
     normalizer = Normalizer.fit(_training_examples(dataset, train_config.final_targets)[0])
+    # Raw (single trials: a view of the data), normalised a batch at a time: a normalised
+    # copy of THINGS-MEG's training trials would be another 6.9 GB beside the data.
     examples = {kind: _training_examples(dataset, kind)
                 for kind in {train_config.targets_at(e) for e in range(train_config.epochs)}}
-    examples = {kind: (normalizer.forward(x), image) for kind, (x, image) in examples.items()}
     cond_all = inputs_for(match_features(features, dataset.train.image_ids),
                           model_config.conditioning)
     feature_scaler = FeatureScaler.fit(cond_all)
@@ -511,7 +512,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
         total, count = torch.zeros((), device=device), 0
         for step, begin in enumerate(range(0, len(order), train_config.batch_size)):
             idx = order[begin:begin + train_config.batch_size]
-            x0 = x_all[idx].to(device)
+            x0 = normalizer.forward(x_all[idx].to(device))
             cond = cond_all.index(image_of[idx]).to(device)
             with amp:
                 loss = diffusion.loss(net, x0, cond=cond, generator=noise_g,
