@@ -68,6 +68,11 @@ def test_loads_splits_in_code_order_and_drops_catch_trials(tmp_path):
     assert ds.train.signals.shape == (6, 1, len(MEG_CH), N_TIMES)
     assert ds.test.signals.shape == (3, N_REPS, len(MEG_CH), N_TIMES)
     assert ds.train.signals.dtype == np.float32 and ds.test.signals.dtype == np.float32
+    # One repetition per training image: its "average" is a read-only view, not a copy.
+    average = ds.train.average()
+    assert np.shares_memory(average, ds.train.signals) and not average.flags.writeable
+    np.testing.assert_array_equal(average, ds.train.signals[:, 0])
+    np.testing.assert_allclose(ds.test.average(), ds.test.signals.mean(axis=1))
     assert ds.train.image_ids == [f"img{c:06d}" for c in sorted(TRAIN_CODES)]
     assert ds.test.image_ids == ["img000201", "img000202", "img000203"]
     assert ds.test.concepts == ds.test.image_ids and ds.test.image_paths is None

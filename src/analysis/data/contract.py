@@ -138,7 +138,13 @@ class Split:
         return self.signals.shape[1]
 
     def average(self) -> np.ndarray:
-        """Mean over repetitions, shape ``(n_images, n_channels, n_times)``."""
+        """Mean over repetitions, shape ``(n_images, n_channels, n_times)``; with one
+        repetition (THINGS-MEG's training images) a read-only view of the signals, not a
+        copy (6.9 GB there)."""
+        if self.signals.shape[1] == 1:
+            view = self.signals[:, 0]
+            view.flags.writeable = False
+            return view
         return self.signals.mean(axis=1)
 
     def missing_images(self) -> list[Path]:
