@@ -15,7 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import CONDITIONINGS, DATASETS, ENCODER_FAMILIES, PROFILES, EncoderConfig, get_profile
+from .config import (CONDITIONINGS, DATASETS, ENCODER_FAMILIES, PROFILES, SAMPLING_METHODS,
+                     EncoderConfig, get_profile)
 
 logger = logging.getLogger("analysis")
 
@@ -318,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", help="with --checkpoint: the MNE epochs file (…-epo.fif)")
             p.add_argument("--npz", action="store_true", help="also write the arrays as .npz")
             p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-            p.add_argument("--method", choices=["ddim", "ddpm"])
-            p.add_argument("--steps", type=int, help="DDIM steps")
+            p.add_argument("--method", choices=SAMPLING_METHODS)
+            p.add_argument("--steps", type=int, help="DDIM / DPM-Solver++ steps")
             p.add_argument("--eta", type=float, help="DDIM stochasticity η in [0, 1]")
             p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
             p.add_argument("--n-samples", type=int, help="samples per image")

@@ -137,6 +137,9 @@ ENCODER_DEFAULTS = {
 DATASETS = ("simulated", "things-eeg2", "things-meg")
 #: How image features enter the denoiser (see analysis.models.conditioning).
 CONDITIONINGS = ("cross_attention", "concat", "film", "none")
+#: Samplers a SamplingConfig's ``method`` names (see analysis.models.diffusion.SAMPLERS):
+#: DDIM, DPM-Solver++(2M) and ancestral DDPM.
+SAMPLING_METHODS = ("ddim", "dpmpp", "ddpm")
 
 
 # The tiny encoder architecture is registered from encoder_configs/ (see analysis.encoders).

@@ -116,8 +116,8 @@ def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: 
 
 def generated_name(sampling: SamplingConfig) -> str:
     """File stem for a set of generated signals, e.g. ``generated-ddim50-w1-n4-s0``
-    (``ddim50-eta1`` for stochastic DDIM)."""
-    steps = sampling.steps if sampling.method == "ddim" else "all"
+    (``ddim50-eta1`` for stochastic DDIM, ``dpmpp20`` for DPM-Solver++, ``ddpmall``)."""
+    steps = "all" if sampling.method == "ddpm" else sampling.steps
     eta = f"-eta{sampling.eta:g}" if sampling.method == "ddim" and sampling.eta else ""
     return (f"generated-{sampling.method}{steps}{eta}-w{sampling.guidance_scale:g}"
             f"-n{sampling.n_samples}-s{sampling.seed}")

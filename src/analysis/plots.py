@@ -20,7 +20,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from .evaluation import topography
-from .models.conditioning import CONDITIONINGS
+from .names import CONDITIONINGS
 from .pages.common import example_channels, example_images, prediction
 from .pages.group import RANGES, group_mean_table
 

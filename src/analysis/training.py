@@ -275,8 +275,9 @@ class TrainedModel:
 
         ``cond`` holds raw encoder features (as :func:`match_features` returns them); the
         training-image standardisation is applied here. ``method`` is ``'ddim'`` (``steps``
-        steps, stochasticity ``eta``: 0 deterministic, 1 ancestral) or ``'ddpm'`` (all
-        diffusion steps, ancestral). Sampling is seeded; the same call gives the same signals
+        steps, stochasticity ``eta``: 0 deterministic, 1 ancestral), ``'dpmpp'``
+        (DPM-Solver++(2M), ``steps`` steps, deterministic) or ``'ddpm'`` (all diffusion
+        steps, ancestral). Sampling is seeded; the same call gives the same signals
         on the same device.
         """
         sampler = make_sampler(method, steps, eta)

@@ -16,13 +16,24 @@ bytes (:mod:`.base`).
 
 from __future__ import annotations
 
+import importlib
+
 from analysis.config import ENCODER_FAMILIES, EncoderConfig
 from analysis.encoders.base import FeatureEncoder, ImageFeatures, RandomInitWarning, benchmark_features
-from analysis.encoders.clip import ClipEncoder
-from analysis.encoders.cnn import PACKAGED, CnnEncoder
 
 __all__ = ["ClipEncoder", "CnnEncoder", "FeatureEncoder", "ImageFeatures", "PACKAGED",
            "RandomInitWarning", "benchmark_features", "build_encoder"]
+
+#: Names served by the back-end modules, imported on first use: open_clip and timm take
+#: ~2 s to import, and every book page imports this package while most only read cached
+#: features.
+_LAZY = {"ClipEncoder": "clip", "CnnEncoder": "cnn", "PACKAGED": "cnn"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"analysis.encoders.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'analysis.encoders' has no attribute '{name}'")
 
 
 def build_encoder(config: EncoderConfig, device=None) -> FeatureEncoder:
@@ -39,11 +50,15 @@ def build_encoder(config: EncoderConfig, device=None) -> FeatureEncoder:
             raise ValueError("stages, grid: only the 'timm' encoder family has stages; "
                              f"found {config.stages}, {config.grid} for open_clip "
                              f"'{config.model}'")
+        from analysis.encoders.clip import ClipEncoder
+
         return ClipEncoder(config.model, config.pretrained, device=device,
                            batch_size=config.batch_size)
     if config.family == "timm":
         given = {k: v for k, v in (("stages", config.stages), ("grid", config.grid))
                  if v is not None}
+        from analysis.encoders.cnn import CnnEncoder
+
         return CnnEncoder(config.model, config.pretrained, device=device,
                           batch_size=config.batch_size, **given)
     raise ValueError(f"encoder family: expected one of {ENCODER_FAMILIES}, "

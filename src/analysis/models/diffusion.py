@@ -48,6 +48,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..config import SAMPLING_METHODS
+
 #: Valid values of ``GaussianDiffusion(prediction=...)``.
 PREDICTIONS = ("eps", "v")
 #: Valid values of ``GaussianDiffusion(weighting=...)``.
@@ -132,16 +134,17 @@ class NoiseSchedule:
         return self.betas.numel()
 
 
-def _check_n_steps(n_steps: int) -> int:
-    if isinstance(n_steps, bool):
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+def _positive_int(value: int, name: str) -> int:
+    """``value`` as a positive int, else a ValueError naming ``name``."""
     try:
-        n_steps = operator.index(n_steps)
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
     except TypeError:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}") from None
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps}")
-    return n_steps
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
 
 
 def cosine_schedule(n_steps: int, s: float = 0.008) -> NoiseSchedule:
@@ -162,7 +165,7 @@ def cosine_schedule(n_steps: int, s: float = 0.008) -> NoiseSchedule:
     -------
     NoiseSchedule
     """
-    n_steps = _check_n_steps(n_steps)
+    n_steps = _positive_int(n_steps, "n_steps")
     if not s >= 0:
         raise ValueError(f"s must be >= 0, got {s}")
     steps = torch.arange(n_steps + 1, dtype=torch.float64) / n_steps
@@ -192,7 +195,7 @@ def linear_schedule(n_steps: int, beta_start: float = 1e-4, beta_end: float = 0.
     -------
     NoiseSchedule
     """
-    n_steps = _check_n_steps(n_steps)
+    n_steps = _positive_int(n_steps, "n_steps")
     if not 0 < beta_start <= beta_end < 1:
         raise ValueError(
             f"beta_start and beta_end must satisfy 0 < beta_start <= beta_end < 1, "
@@ -706,10 +709,11 @@ class GaussianDiffusion:
         timesteps = sampler.timesteps(self)
         x = self._prepare_sampling(model, shape, cond, guidance_scale, clip_x0, x_T, device, generator)
         previous = timesteps[1:] + [-1]
+        state: dict = {}  # what a multistep sampler keeps between steps of this one run
         for step, prev in tqdm(list(zip(timesteps, previous)), desc=f"{sampler.name} sampling",
                                disable=not progress):
             x0, eps = self._x0_eps(model, x, step, cond, guidance_scale, clip_x0)
-            x = sampler.step(self, x, x0, eps, step, prev, generator)
+            x = sampler.step(self, x, x0, eps, step, prev, generator, state)
         return x
 
     def alpha_cumprod_at(self, step: int) -> float:
@@ -725,7 +729,9 @@ class Sampler:
 
     Subclasses define :meth:`timesteps` (step indices from ``n_steps - 1`` down to 0) and
     :meth:`step`; :meth:`GaussianDiffusion.sample` runs the loop. A sampler holds no
-    network and no schedule, so one object serves any trained model.
+    network, no schedule and no state of a run (a multistep sampler keeps its history in
+    the ``state`` dict the loop passes), so one object serves any trained model and any
+    number of runs.
     """
 
     name = "sampler"
@@ -734,9 +740,10 @@ class Sampler:
         raise NotImplementedError
 
     def step(self, diffusion: GaussianDiffusion, x: Tensor, x0: Tensor, eps: Tensor, t: int,
-             prev: int, generator: torch.Generator | None) -> Tensor:
+             prev: int, generator: torch.Generator | None, state: dict) -> Tensor:
         """The state at step ``prev`` (``-1``: the clean signal) from ``x`` at step ``t``,
-        given the network's ``x̂_0`` and ``ε̂`` there; all of shape (B, C, T)."""
+        given the network's ``x̂_0`` and ``ε̂`` there; all of shape (B, C, T). ``state``
+        starts empty in each sampling run and is the sampler's to keep history in."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -745,6 +752,19 @@ class Sampler:
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and vars(self) == vars(other)
+
+
+def _evenly_spaced_steps(n_steps: int, steps: int) -> list[int]:
+    """``steps`` step indices from ``n_steps - 1`` down to 0, evenly spaced.
+
+    Always starting at ``n_steps - 1`` means sampling starts from (almost) pure noise, the
+    state the network was trained on (the "trailing"/linspace choice of Lin et al. 2024);
+    ``steps = n_steps`` visits every step, ``steps = 1`` only ``n_steps - 1``.
+    """
+    if steps > n_steps:
+        raise ValueError(f"steps must be an integer in 1..{n_steps} (n_steps), got {steps}")
+    # Spacing (n_steps - 1) / (steps - 1) >= 1, so the rounded values are distinct.
+    return torch.linspace(n_steps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
 
 
 class DDPMSampler(Sampler):
@@ -760,7 +780,7 @@ class DDPMSampler(Sampler):
     def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
         return list(range(diffusion.n_steps - 1, -1, -1))
 
-    def step(self, diffusion, x, x0, eps, t, prev, generator):
+    def step(self, diffusion, x, x0, eps, t, prev, generator, state):
         c = diffusion._constants
         mean = c["posterior_coef_x0"][t].item() * x0 + c["posterior_coef_xt"][t].item() * x
         if t == 0:
@@ -780,8 +800,8 @@ class DDIMSampler(Sampler):
     Parameters
     ----------
     steps : int
-        Network evaluations (times two for guided batches), ``1 .. n_steps``; see
-        :meth:`timesteps`.
+        Network evaluations (times two for guided batches), ``1 .. n_steps``, evenly
+        spaced from ``n_steps - 1`` down to 0 (see :func:`_evenly_spaced_steps`).
     eta : float
         Stochasticity ``η`` in ``[0, 1]``.
     """
@@ -789,33 +809,14 @@ class DDIMSampler(Sampler):
     name = "DDIM"
 
     def __init__(self, steps: int = 50, eta: float = 0.0) -> None:
-        try:
-            if isinstance(steps, bool):
-                raise TypeError
-            steps = operator.index(steps)
-        except TypeError:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}") from None
-        if steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps}")
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must lie in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
-        self.steps, self.eta = steps, float(eta)
+        self.steps, self.eta = _positive_int(steps, "steps"), float(eta)
 
     def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
-        """The step indices visited, from ``n_steps - 1`` down to 0, evenly spaced.
+        return _evenly_spaced_steps(diffusion.n_steps, self.steps)
 
-        Always starting at ``n_steps - 1`` means sampling starts from (almost) pure noise,
-        the state the network was trained on (the "trailing"/linspace choice of Lin et al.
-        2024); ``steps = n_steps`` visits every step, ``steps = 1`` only ``n_steps - 1``.
-        """
-        n_steps = diffusion.n_steps
-        if self.steps > n_steps:
-            raise ValueError(f"steps must be an integer in 1..{n_steps} (n_steps), got {self.steps}")
-        # Spacing (n_steps - 1) / (steps - 1) >= 1, so the rounded values are distinct.
-        grid = torch.linspace(n_steps - 1, 0, self.steps, dtype=torch.float64).round().long()
-        return grid.tolist()
-
-    def step(self, diffusion, x, x0, eps, t, prev, generator):
+    def step(self, diffusion, x, x0, eps, t, prev, generator, state):
         a_t, a_prev = diffusion.alpha_cumprod_at(t), diffusion.alpha_cumprod_at(prev)
         sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         # max(…, 0) guards against round-off; the term is >= 0 in exact arithmetic for η ≤ 1.
@@ -825,13 +826,61 @@ class DDIMSampler(Sampler):
         return x
 
 
-#: Samplers by the name a :class:`~analysis.config.SamplingConfig` uses.
-SAMPLERS: dict[str, type[Sampler]] = {"ddim": DDIMSampler, "ddpm": DDPMSampler}
+class DPMSolverSampler(Sampler):
+    """DPM-Solver++(2M) on ``steps`` of the ``n_steps`` steps (Lu et al. 2022, Algorithm 2).
+
+    A second-order multistep solver of the same probability-flow ODE that deterministic
+    DDIM solves to first order, so it reaches the ODE's samples in fewer network
+    evaluations. With ``α = sqrt(ᾱ)``, ``σ = sqrt(1 - ᾱ)``, ``λ = log(α / σ)`` and
+    ``h = λ_s - λ_t`` from step ``t`` to the next visited step ``s``:
+    ``x_s = (σ_s / σ_t) x_t - α_s (e^{-h} - 1) D`` with ``D = x̂_0`` on the first step and
+    ``D = (1 + 1/(2r)) x̂_0 - 1/(2r) x̂_0'`` after it (``x̂_0'`` of the previous step,
+    ``r = h' / h``). The first step is DDIM's; the last returns ``x̂_0``, as DDIM's does.
+
+    Parameters
+    ----------
+    steps : int
+        Network evaluations (times two for guided batches), ``1 .. n_steps``, on the
+        steps :class:`DDIMSampler` visits.
+    """
+
+    name = "DPM-Solver++(2M)"
+
+    def __init__(self, steps: int = 20) -> None:
+        self.steps = _positive_int(steps, "steps")
+
+    def timesteps(self, diffusion: GaussianDiffusion) -> list[int]:
+        return _evenly_spaced_steps(diffusion.n_steps, self.steps)
+
+    def step(self, diffusion, x, x0, eps, t, prev, generator, state):
+        if prev < 0:  # to the clean signal: σ_s = 0, λ_s = ∞, the update is x̂_0 itself
+            return x0
+        a_t, a_s = diffusion.alpha_cumprod_at(t), diffusion.alpha_cumprod_at(prev)
+        lam_t = 0.5 * (math.log(a_t) - math.log1p(-a_t))
+        lam_s = 0.5 * (math.log(a_s) - math.log1p(-a_s))
+        h = lam_s - lam_t
+        d = x0
+        if "x0" in state:  # second order from the previous step's x̂_0
+            r = state["h"] / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * state["x0"]
+        state["x0"], state["h"] = x0, h
+        return math.sqrt((1 - a_s) / (1 - a_t)) * x - math.sqrt(a_s) * math.expm1(-h) * d
+
+
+#: Samplers by the name a :class:`~analysis.config.SamplingConfig` uses (the names:
+#: :data:`analysis.config.SAMPLING_METHODS`).
+SAMPLERS: dict[str, type[Sampler]] = {"ddim": DDIMSampler, "dpmpp": DPMSolverSampler,
+                                      "ddpm": DDPMSampler}
 
 
 def make_sampler(method: str, steps: int = 50, eta: float = 0.0) -> Sampler:
     """The sampler ``method``: ``'ddim'`` with ``steps`` steps and stochasticity ``eta``;
+    ``'dpmpp'`` (DPM-Solver++(2M)) with ``steps`` steps (deterministic: ``eta`` must be 0);
     ``'ddpm'`` visits all steps (``steps`` and ``eta`` do not apply)."""
     if method not in SAMPLERS:
-        raise ValueError(f"method must be one of {sorted(SAMPLERS)}, got '{method}'")
+        raise ValueError(f"method must be one of {SAMPLING_METHODS}, got '{method}'")
+    if method == "dpmpp":
+        if eta != 0:
+            raise ValueError(f"the 'dpmpp' sampler is deterministic: eta must be 0, got {eta}")
+        return DPMSolverSampler(steps)
     return DDIMSampler(steps, eta) if method == "ddim" else DDPMSampler()
