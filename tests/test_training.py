@@ -175,7 +175,7 @@ def test_missing_features_are_named(dataset, features):
 
 def test_bad_generation_method_is_refused(dataset, features, tmp_path):
     trained = train(dataset, features, tmp_path, config=dataclasses.replace(TRAIN, epochs=1))
-    with pytest.raises(ValueError, match=r"method must be one of \['ddim', 'ddpm'\]"):
+    with pytest.raises(ValueError, match=r"method must be one of \('ddim', 'dpmpp', 'ddpm'\)"):
         trained.generate(match_features(features, dataset.test.image_ids[:1]), method="euler")
 
 

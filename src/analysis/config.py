@@ -148,7 +148,7 @@ CI_ENCODER = "i2b-tiny-vit"
 # The ci profile's encoder, network and sampler, which the rehearsal reuses.
 _CI_ENCODER_CONFIG = EncoderConfig(model=CI_ENCODER, pretrained=None, batch_size=64)
 _CI_UNET = dict(base_channels=16, channel_mults=(1, 2), context_dim=32, concat_maps=8, heads=2)
-_CI_SAMPLING = SamplingConfig(steps=10, n_samples=2)
+_CI_SAMPLING = SamplingConfig(method="dpmpp", steps=10, n_samples=2)
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
@@ -202,11 +202,15 @@ PROFILES: dict[str, Profile] = {
         # t = T·u^0.3 spends the steps where the condition matters.
         train=dict(epochs=40, trial_epochs=8, batch_size=64, targets="average",
                    warmup_steps=20, t_power=0.3),
-        # True samples (w = 1) with DDIM-50: on validation, fewer steps smooth the trial
-        # noise away (single-trial SNR 3.4x the recording's at 5 steps, 1.5x at 20, 1.0-1.3x
-        # at 50; stochastic DDIM, eta = 1, does not fix few steps). The sampling page's
-        # sweeps on validation concepts say whether another guidance or step count is chosen.
-        sampling=SamplingConfig(steps=50, n_samples=16, guidance_scale=1.0),
+        # True samples (w = 1), DPM-Solver++(2M) with 30 steps: chosen on validation
+        # concepts by the samples' single-trial SNR against the recording's
+        # (benchmarks/sampler_choice.py, benchmarks/results/sampler-choice.json): few steps
+        # of either solver smooth the trial noise away (DDIM: 1.56x the recording's SNR at
+        # 10 steps, 1.04x at 50); DPM-Solver++, a second-order solver of the same ODE, is
+        # nearest the recording at 30 steps, in 65 % of DDIM-50's time. The sampling
+        # page's sweeps on validation concepts say whether another guidance or step count
+        # is chosen.
+        sampling=SamplingConfig(method="dpmpp", steps=30, n_samples=16, guidance_scale=1.0),
         readout_encoders=(ENCODER_DEFAULTS["open_clip"],),  # what random features give
         summary="minutes on a CPU, the built-in book",
     ),

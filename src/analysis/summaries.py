@@ -54,7 +54,7 @@ from .pages.realism import (PROBES, realism_generators, probe_signals, realism_s
                             realism_summary, realism_findings, variability_by_image,
                             realism_headline, realism_group_table, realism_group_findings)
 from .pages.sampling import (CRITERIA, sampling_sweep, chosen_setting, validation_choice,
-                             seed_table, seed_ablation, sampling_findings)
+                             seed_table, seed_ablation, sampling_findings, sampler_label)
 from .pages.group import (RANGES, group_mean_table, preferred_ceiling, headline_values,
                           HEADLINE_CHECKS, headline_csv, headline_findings, ablation_findings)
 from .pages.display import (readout_display, readout_findings, fidelity_by_model,
@@ -75,7 +75,7 @@ __all__ = [
     "image_attribute", "transfer_table", "spectra", "grand_averages", "signal_statistics_table",
     "topography_table", "spatial_timecourses", "rsa_timecourses", "rsa_table",
     "InterSubjectTopography", "inter_subject_topography", "own_vs_other_table", "sampling_sweep",
-    "chosen_setting", "validation_choice", "seed_table", "RANGES", "group_mean_table",
+    "chosen_setting", "validation_choice", "seed_table", "sampler_label", "RANGES", "group_mean_table",
     "preferred_ceiling", "headline_values", "HEADLINE_CHECKS", "headline_csv",
     "headline_findings", "fidelity_findings", "decoding_findings", "ablation_findings",
     "topography_findings", "group_topography_findings", "loss_phases", "training_findings",

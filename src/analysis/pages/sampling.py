@@ -24,10 +24,17 @@ def _fidelity_rows(run: SubjectRun, pred: np.ndarray, n_boot: int, seed: int) ->
 #: What each sampling setting is chosen for on the validation concepts. The generator's
 #: mean prediction is its conditional mean, which no sampling setting changes; the
 #: settings serve the *samples*, and both are chosen so that their single-trial SNR is the
-#: recording's (``snr_ratio`` nearest 1: neither caricatures nor pure noise). Few DDIM steps
+#: recording's (``snr_ratio`` nearest 1: neither caricatures nor pure noise). Few solver steps
 #: smooth the trial noise away (their mean scores well, their trials are too clean), so
 #: the mean-of-samples score would choose the fewest steps, the wrong end for realism.
 CRITERIA = {"guidance_scale": "snr_ratio", "steps": "snr_ratio"}
+
+
+def sampler_label(run: SubjectRun) -> str:
+    """The name of the profile's sampler, e.g. ``'DPM-Solver++(2M)'`` (for axis labels)."""
+    from ..models.diffusion import SAMPLERS
+
+    return SAMPLERS[run.profile.sampling.method].name
 
 
 #: The test rows' ``role`` where validation could not choose (images shown once).
