@@ -20,7 +20,7 @@ import torch
 from .config import EncoderConfig, get_profile
 from .devices import select_device
 from .models.conditioning import Condition
-from .models.diffusion import DDIMSampler, DDPMSampler
+from .models.diffusion import DDIMSampler, DDPMSampler, make_sampler
 from .models.unet1d import UNet1D, UNetConfig
 from .training import TrainConfig, make_diffusion
 
@@ -70,7 +70,8 @@ def encoder_shapes(encoder: EncoderConfig) -> tuple[int, int, int]:
 def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17,
                 n_times: int = 100, train_steps: int = 10, sample_batch: int = 32,
                 ddpm_batch: int = 4) -> dict:
-    """Training samples/s, DDIM-50 and DDPM signals/s of the profile's cross-attention U-Net.
+    """Training samples/s; DDIM-50, DDPM and the profile's own sampler's signals/s of the
+    profile's cross-attention U-Net.
 
     Synthetic inputs of the real shapes are used: speed does not depend on the values.
     """
@@ -109,18 +110,22 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
 
     model.eval()
     rates = {}
-    for method, n in (("ddim50", sample_batch), ("ddpm", ddpm_batch)):
+    own = spec.sampling
+    samplers = {"ddim50": (DDIMSampler(50), sample_batch), "ddpm": (DDPMSampler(), ddpm_batch),
+                "profile": (make_sampler(own.method, own.steps, own.eta), sample_batch)}
+    for name, (sampler, n) in samplers.items():
         _, cond = batch(n)
         sync_device(device)
         start = time.perf_counter()
-        sampler = DDIMSampler(50) if method == "ddim50" else DDPMSampler()
         diffusion.sample(model, (n, n_channels, n_times), sampler, cond=cond, device=device)
         sync_device(device)
-        rates[method] = n / (time.perf_counter() - start)
+        rates[name] = n / (time.perf_counter() - start)
     return {"profile": profile, "device": str(device), "n_parameters": model.n_parameters(),
             "batch_size": train.batch_size, "train_samples_per_s": round(train_rate, 1),
             "ddim50_signals_per_s": round(rates["ddim50"], 2),
             "ddpm_signals_per_s": round(rates["ddpm"], 3),
+            "profile_sampler": repr(samplers["profile"][0]),
+            "profile_sampler_signals_per_s": round(rates["profile"], 2),
             "diffusion_steps": train.n_diffusion_steps,
             "peak_memory_mb": round(peak_memory_mb(device), 1)}
 
