@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.evaluation.stats import (
+    blockwise_mean_and_variance,
     bootstrap_ci,
     check_array,
     format_ci,
@@ -35,6 +36,20 @@ def test_pearson_r_is_nan_where_an_input_is_constant():
     assert r[0] == pytest.approx(-0.5)
     assert np.isnan(r[1]) and np.isnan(r[2])
     assert np.isnan(pearson_r(y, x, axis=1)[1])  # either side constant
+
+
+def test_blockwise_mean_and_variance_by_hand_and_in_any_blocks():
+    # Rows [0, 2] and [2, 4] around their mean [1, 3]: every value is 1 away, variance 1.
+    mean, variance = blockwise_mean_and_variance([np.array([[0.0, 2.0]]), np.array([[2.0, 4.0]])], 1)
+    np.testing.assert_array_equal(mean, [1.0, 3.0])
+    assert variance == 1.0
+    x = np.random.default_rng(0).normal(3, 2, size=(50, 4, 6)).astype(np.float32)
+    for block_values in (1, 24 * 7 + 5, 10**6):  # a row per block, uneven blocks, one block
+        for parts in ([x], [x[:13], x[13:]]):
+            mean, variance = blockwise_mean_and_variance(parts, block_values)
+            assert mean.dtype == np.float64 and mean.shape == (4, 6)
+            np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=0), rtol=1e-12)
+            assert variance == pytest.approx(np.var(x.astype(np.float64) - mean), rel=1e-12)
 
 
 def test_mean_ignoring_nan_skips_undefined_and_is_quiet_when_all_are():

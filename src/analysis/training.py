@@ -47,6 +47,7 @@ from .devices import select_device
 from .encoders import ImageFeatures
 from .models.conditioning import Condition, FeatureScaler, inputs_for
 from .ema import EMA
+from .evaluation.stats import blockwise_mean_and_variance
 from .models.diffusion import GaussianDiffusion, make_sampler, make_schedule
 from .models.unet1d import UNet1D, UNetConfig
 
@@ -157,12 +158,8 @@ class Normalizer:
         if examples.ndim != 3:
             raise ValueError("Normalizer.fit: expected training examples of shape "
                              f"(n_examples, n_channels, n_times), found {examples.shape}")
-        step = max(1, chunk // (examples.shape[1] * examples.shape[2]))
-        blocks = range(0, len(examples), step)
-        offset = sum(examples[i:i + step].sum(axis=0, dtype=np.float64) for i in blocks)
-        offset = offset / len(examples)
-        squares = sum(float(np.square(examples[i:i + step] - offset).sum()) for i in blocks)
-        scale = float(np.sqrt(squares / examples.size))
+        offset, variance = blockwise_mean_and_variance([examples], chunk)
+        scale = float(np.sqrt(variance))
         return cls(torch.as_tensor(offset, dtype=torch.float32), scale or 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

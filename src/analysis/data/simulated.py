@@ -45,6 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..config import SimulationSize, get_profile
+from ..evaluation.stats import blockwise_mean_and_variance
 from ..files import atomic_write, atomic_write_text
 from ..provenance import package_versions
 from . import images as stimuli
@@ -618,10 +619,7 @@ def noise_std_for_snr(noiseless: np.ndarray | Sequence[np.ndarray], trial_snr: f
         specific = noiseless - noiseless.mean(axis=0, keepdims=True)
         return float(np.sqrt(specific.var() / trial_snr))
     # In float64 blocks of images: no copy of the whole set.
-    step = max(1, _BLOCK // per_image)
-    blocks = [p[i:i + step] for p in parts for i in range(0, len(p), step)]
-    mean = sum(b.sum(axis=0, dtype=np.float64) for b in blocks) / n_images
-    variance = sum(float(np.square(b - mean).sum()) for b in blocks) / (n_images * per_image)
+    _, variance = blockwise_mean_and_variance(parts, _BLOCK)
     return float(np.sqrt(variance / trial_snr))
 
 

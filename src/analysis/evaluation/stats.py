@@ -143,6 +143,37 @@ def mean_ignoring_nan(values: np.ndarray, axis: int | None = None) -> np.ndarray
     return float(mean) if np.ndim(mean) == 0 else mean
 
 
+def blockwise_mean_and_variance(parts: Sequence[np.ndarray], block_values: int
+                                ) -> tuple[np.ndarray, float]:
+    """The mean over axis 0 of ``parts`` stacked along it, and the variance of every value
+    around that mean, accumulated in float64 over blocks of about ``block_values`` values.
+
+    For arrays too large to copy: no float64 (or concatenated) copy of the whole is made.
+
+    Parameters
+    ----------
+    parts : sequence of ndarray
+        Arrays of one shape ``(n_i, *rest)`` (e.g. examples × channels × times), taken as
+        one ``(sum n_i, *rest)`` array.
+    block_values : int
+        About how many values each block holds (at least one row per block).
+
+    Returns
+    -------
+    mean : ndarray, shape ``rest``, float64
+    variance : float
+        ``mean((x - mean)²)`` over all values (the population variance around the mean
+        over axis 0, not around the grand mean).
+    """
+    n_rows = sum(len(part) for part in parts)
+    per_row = int(np.prod(parts[0].shape[1:]))
+    step = max(1, block_values // per_row)
+    blocks = [part[i:i + step] for part in parts for i in range(0, len(part), step)]
+    mean = sum(block.sum(axis=0, dtype=np.float64) for block in blocks) / n_rows
+    squares = sum(float(np.square(block - mean).sum()) for block in blocks)
+    return mean, squares / (n_rows * per_row)
+
+
 @dataclass(frozen=True)
 class BootstrapCI:
     """A statistic with its bootstrap confidence interval over images.
