@@ -884,6 +884,12 @@ def test_sampling_findings_read_the_plateau_the_choices_and_the_seeds():
     assert spread == ("Encoding score across training seeds (mean, Student-t 95 % CI): `a` "
                       "0.200 [0.150, 0.250] over 3 seeds.")
     assert "stop before it" in summaries.sampling_findings(curve, 2, {}, "exact", seeds)
+    # Reaching 98 % of the best at epoch 39 of 40 shows no plateau.
+    late = pd.DataFrame({"conditioning": "c", "epoch": np.arange(1, 41),
+                         "encoding_r": np.r_[np.linspace(0.01, 0.12, 38), 0.1262, 0.128],
+                         "ridge_r": 0.124})
+    assert ("by epoch 39: within the last tenth of training, too late to show a plateau"
+            in summaries.sampling_findings(late, 40, {}, "exact", seeds))
     assert "**DDIM steps**" in summaries.sampling_findings(curve, 3, {"DDIM steps": (1.0, test)},
                                                            "exact", seeds)
 

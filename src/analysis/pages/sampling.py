@@ -242,9 +242,13 @@ def sampling_findings(curve: pd.DataFrame, profile_epochs: int,
     paragraphs = []
     for model, rows in curve.groupby("conditioning", sort=False):
         best = rows.loc[rows["encoding_r"].idxmax()]
-        plateau = plateau_epoch(rows)
-        if plateau == rows["epoch"].max():
+        plateau, last = plateau_epoch(rows), rows["epoch"].max()
+        if plateau == last:
             verdict = "its last scored epoch, so the curve may still be rising there"
+        elif plateau > 0.9 * last:
+            # Too few scored epochs after it to tell a plateau from a curve still rising.
+            verdict = ("within the last tenth of training, too late to show a plateau: the "
+                       "curve may still be rising")
         elif plateau <= profile_epochs:
             verdict = f"the profile's {profile_epochs} epochs are past it"
         else:
