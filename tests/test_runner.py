@@ -27,15 +27,25 @@ def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
     assert pages["sub-01/subject_02_training"].parameters["validate_card"] is True
     assert pages["sub-02/subject_02_training"].parameters["validate_card"] is False
     assert "validate_card" not in pages["sub-01/subject_03_fidelity"].parameters
+    # Every page of the first subject trains and shows the ablation's generators.
+    assert {k for k, p in pages.items() if p.parameters.get("ablation")} == {
+        f"sub-01/{name}" for name in SUBJECT_NOTEBOOKS}
+    assert pages["sub-02/subject_05_decoding"].parameters["ablation"] is False
     summary = pages["group/group_summary"]
     assert set(summary.after) == {k for k in pages if k.startswith("sub-")}
     assert summary.parameters["subjects"] == [1, 2]
     assert summary.output == tmp_path / "book/group/simulated/group_summary.ipynb"
-    # The sampling ablation reads the first subject's models only.
-    assert set(pages["group/group_sampling"].after) == {
-        "sub-01/subject_01_overview", "sub-01/subject_02_training", "sub-01/subject_03_fidelity"}
-    # The ablation loads the seed models the sampling page trains: it waits for it.
-    assert set(pages["group/group_ablation"].after) == set(summary.after) | {"group/group_sampling"}
+    # The sampling page and the ablation (the first subject's generators only) read the
+    # first subject's models: they wait for its fidelity page, not for the other subjects.
+    first = {"sub-01/subject_01_overview", "sub-01/subject_02_training",
+             "sub-01/subject_03_fidelity"}
+    assert set(pages["group/group_sampling"].after) == first
+    assert set(pages["group/group_ablation"].after) == first
+    # A profile that ablates every subject: the ablation page compares them all.
+    every = {p.key: p for p in plan_pages("simulated", [1, 2], [1, 2], {}, tmp_path,
+                                          ablate_every_subject=True)}
+    assert set(every["group/group_ablation"].after) == set(summary.after)
+    assert set(every["group/group_sampling"].after) == first
 
 
 def test_plan_adding_a_subject_lets_the_first_subject_pages_start_at_once(tmp_path):
@@ -53,11 +63,11 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     assert path["sub-02/subject_01_overview"] == path["sub-03/subject_01_overview"]
     # A page's path is its own cost plus the longest path waiting on it, by hand:
     assert path["group/group_summary"] == 12
-    # features 11, validation 40, realism 10, summary 12, ablation 300, topography 32,
-    # reproducibility 12 wait on the last subject page (realism 100), which waits on decoding:
-    assert path["sub-03/subject_06_realism"] == 100 + max(11, 40, 10, 12, 300, 32, 12)
+    # features 11, validation 40, realism 10, summary 12, topography 32, reproducibility 12
+    # wait on the last subject page (realism 100), which waits on decoding:
+    assert path["sub-03/subject_06_realism"] == 100 + max(11, 40, 10, 12, 32, 12)
     assert path["sub-03/subject_05_decoding"] == 90 + path["sub-03/subject_06_realism"]
-    assert path["group/group_sampling"] == 1300 + 300  # the ablation waits on it
+    assert path["group/group_sampling"] == 1300  # nothing waits on it
 
 
 def _notebook(path: Path, *sources: str) -> Path:
@@ -95,13 +105,50 @@ def test_parallel_pages_run_in_dependency_order_with_their_thread_share(tmp_path
     assert all((tmp_path / f"pages/{k}.ipynb").is_file() for k in timings)
 
 
+def test_a_page_whose_kernel_dies_at_start_is_started_again(tmp_path, monkeypatch):
+    import papermill
+
+    from analysis import runner
+
+    record = _notebook(tmp_path / "record.nb.ipynb", RECORD)
+    real = papermill.execute_notebook
+    calls = []
+
+    def flaky(*args, **kwargs):  # the port race: the first two kernels die at start
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError(runner.KERNEL_START_FAILURE)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    out = tmp_path / "a.json"
+    runner.execute_notebook(record, tmp_path / "page.ipynb", {"out": str(out), "value": 3},
+                            tmp_path)
+    assert len(calls) == 3 and json.loads(out.read_text())["value"] == 3
+    # A kernel that keeps dying is raised after the last attempt; any other error at once.
+    for message, attempts in ((runner.KERNEL_START_FAILURE, runner.KERNEL_START_ATTEMPTS),
+                              ("something else", 1)):
+        calls.clear()
+
+        def dies(*args, message=message, **kwargs):
+            calls.append(1)
+            raise RuntimeError(message)
+
+        monkeypatch.setattr(papermill, "execute_notebook", dies)
+        with pytest.raises(RuntimeError, match=message):
+            runner.execute_notebook(record, tmp_path / "page2.ipynb", {"out": str(out)},
+                                    tmp_path)
+        assert len(calls) == attempts
+    assert not (tmp_path / "page2.ipynb").exists()
+
+
 def test_one_job_runs_a_page_after_those_it_reads_even_if_planned_before_them(tmp_path):
     record = _notebook(tmp_path / "record.nb.ipynb", RECORD)
     check = _notebook(tmp_path / "check.nb.ipynb",
                       "import json\nassert json.load(open(out))['value'] == 1\n" + RECORD.replace(
                           "'value': value", "'value': value + 1"))
-    # Listed first, but it reads what "first" writes (as the ablation page reads the
-    # sampling page's seed models).
+    # Listed first, but it reads what "first" writes (as a group page reads the pages of
+    # the subjects it summarises).
     pages = [Page("second", check, tmp_path / "pages/second.ipynb",
                   {"out": str(tmp_path / "a.json"), "value": 1}, after=("first",)),
              Page("first", record, tmp_path / "pages/first.ipynb",

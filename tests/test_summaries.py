@@ -171,6 +171,37 @@ def test_paired_tests_give_differences_with_ci_and_p(run):
         summaries.paired_tests(run, metric="top1")
 
 
+def test_a_subject_without_the_ablation_trains_and_shows_cross_attention_alone(runs, workdir):
+    from analysis import calibration
+    from analysis.config import CONDITIONINGS
+    from analysis.experiment import subject_runs
+
+    first = runs[1]
+    group = subject_runs("simulated", first.root, [1, 2], PROFILE, workdir, "cpu")
+    other = group[2]
+    assert group[1].conditionings == CONDITIONINGS
+    assert other.conditionings == ("cross_attention",)
+    # Asking it for an ablation model is an error that says whose models those are,
+    # raised before any training.
+    with pytest.raises(ValueError, match="subject 2: conditioning 'concat' is not trained"):
+        other.model("concat")
+    assert summaries.available(other, ("oracle", "concat", "cross_attention", "ridge")) == [
+        "oracle", "cross_attention", "ridge"]
+    assert calibration.available_in_all(group, summaries.MODELS) == [
+        "cross_attention", "ridge", "train_mean"]
+    assert summaries.ablation_runs(group) == {1: group[1]}
+    # Its default comparisons are those it has the models for.
+    table = summaries.paired_tests(other, n_boot=20)
+    assert [tuple(p) for p in table[["model_a", "model_b"]].to_numpy()] == [
+        ("cross_attention", "ridge")]
+    # A profile that ablates every subject trains them all everywhere.
+    every = dataclasses.replace(PROFILE, ablation_on_every_subject=True)
+    assert SubjectRun("simulated", first.root, 2, every, workdir, ablation=False
+                      ).conditionings == CONDITIONINGS
+    assert not get_profile("default").ablation_on_every_subject
+    assert get_profile("paper").ablation_on_every_subject
+
+
 def test_holm_adjusts_by_hand():
     from analysis.evaluation.stats import holm
 
@@ -650,6 +681,7 @@ def test_realism_on_real_data_uses_real_half_and_skips_what_needs_the_simulator(
                               train=SimpleNamespace(signals=train),
                               test=SimpleNamespace(n_images=20))
     fake = SimpleNamespace(dataset=dataset, target=target, n_signals=4,
+                           conditionings=("cross_attention", "concat", "film", "none"),
                            signals=lambda name: draws[name],
                            prediction=lambda name: np.zeros((20, 3, 40)),
                            residual_noise=ResidualNoise().fit(train))
@@ -770,6 +802,13 @@ def test_ablation_findings_state_the_oracle_bar_the_group_means_and_the_seed_tes
     low = oracle.assign(pct_of_ridge=[80.0, 100.0])
     assert "does not meet the 90 % bar" in summaries.ablation_findings(means, seeds, low)
     assert summaries.ablation_findings(means, seeds).startswith("**Encoding score**")
+    across = pd.DataFrame([dict(conditioning="film", metric="encoding_score", mean=0.2,
+                                ci_low=0.15, ci_high=0.25, n=3),
+                           dict(conditioning="film", metric="paper_r", mean=0.5, ci_low=0.4,
+                                ci_high=0.6, n=3)])
+    spread = summaries.ablation_findings(means, seeds, across_seeds=across).split("\n\n")[1]
+    assert spread == ("Encoding score across training seeds of the first subject (mean, "
+                      "Student-t 95 % CI): `film` 0.200 [0.150, 0.250] over 3 seeds.")
 
 
 def test_topography_findings_give_one_sentence_per_window():
@@ -855,7 +894,7 @@ def test_overview_findings_state_the_design_the_peak_and_each_ceiling(run):
     assert "exact" not in real and "the split-half ceiling is 0.340" in real
 
 
-def test_sampling_findings_read_the_plateau_the_choices_and_the_seeds():
+def test_sampling_findings_read_the_plateau_and_the_choices():
     curve = pd.DataFrame({"conditioning": ["a"] * 4 + ["b"] * 3,
                           "epoch": [1, 2, 3, 4, 1, 2, 3],
                           "encoding_r": [0.1, 0.2, 0.25, 0.255, 0.05, 0.1, 0.2],
@@ -866,12 +905,8 @@ def test_sampling_findings_read_the_plateau_the_choices_and_the_seeds():
         dict(setting=1.0, role="chosen on validation", metric="snr_ratio",
              ceiling_method="exact", value=1.1, ci_low=np.nan, ci_high=np.nan,
              pct_of_ceiling=np.nan)])
-    seeds = pd.DataFrame([dict(conditioning="a", metric="encoding_score", mean=0.2,
-                               ci_low=0.15, ci_high=0.25, n=3),
-                          dict(conditioning="a", metric="paper_r", mean=0.5, ci_low=0.4,
-                               ci_high=0.6, n=3)])
-    a, b, guidance, spread = summaries.sampling_findings(
-        curve, 3, {"guidance scale": (1.0, test)}, "exact", seeds).split("\n\n")
+    a, b, guidance = summaries.sampling_findings(
+        curve, 3, {"guidance scale": (1.0, test)}, "exact").split("\n\n")
     # 98 % of a's best (0.255) is 0.2499: reached at epoch 3, within the profile's 3 epochs.
     assert a == ("`a` reaches 98 % of its best validation encoding r (0.255, epoch 4) by "
                  "epoch 3: the profile's 3 epochs are past it. Ridge on the same features and "
@@ -881,17 +916,15 @@ def test_sampling_findings_read_the_plateau_the_choices_and_the_seeds():
                         "at 1.0 (chosen on validation) the mean of the samples scores "
                         "0.200 [0.100, 0.300], 50.0 % of the exact ceiling, and a sample's SNR "
                         "is 1.10 × a recorded trial's.")
-    assert spread == ("Encoding score across training seeds (mean, Student-t 95 % CI): `a` "
-                      "0.200 [0.150, 0.250] over 3 seeds.")
-    assert "stop before it" in summaries.sampling_findings(curve, 2, {}, "exact", seeds)
+    assert "stop before it" in summaries.sampling_findings(curve, 2, {}, "exact")
     # Reaching 98 % of the best at epoch 39 of 40 shows no plateau.
     late = pd.DataFrame({"conditioning": "c", "epoch": np.arange(1, 41),
                          "encoding_r": np.r_[np.linspace(0.01, 0.12, 38), 0.1262, 0.128],
                          "ridge_r": 0.124})
     assert ("by epoch 39: within the last tenth of training, too late to show a plateau"
-            in summaries.sampling_findings(late, 40, {}, "exact", seeds))
+            in summaries.sampling_findings(late, 40, {}, "exact"))
     assert "**DDIM steps**" in summaries.sampling_findings(curve, 3, {"DDIM steps": (1.0, test)},
-                                                           "exact", seeds)
+                                                           "exact")
 
 
 def test_reproducibility_findings_name_the_commit_weights_seeds_and_time():

@@ -10,22 +10,31 @@ dataset only when it passes in every subject.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .evaluation.metric_validation import (CHECKS, CHECKS_BY_NAME, Check, Context, score_checks,
                                            verdicts)
-from .names import DESCRIPTIONS, MODELS, REFERENCES, TIERS, kind
+from .names import CONDITIONINGS, DESCRIPTIONS, MODELS, REFERENCES, TIERS, kind
 
 if TYPE_CHECKING:
     from .experiment import SubjectRun
 
 
 def available(run: SubjectRun, names: Sequence[str]) -> list[str]:
-    """``names`` without ``oracle`` when the data are real (it needs the simulator)."""
-    return [n for n in names if n != "oracle" or run.dataset.noiseless is not None]
+    """``names`` that this subject has: without ``oracle`` when the data are real (it needs
+    the simulator), and without the conditionings the subject does not train
+    (:attr:`~analysis.experiment.SubjectRun.conditionings`)."""
+    return [n for n in names if (n != "oracle" or run.dataset.noiseless is not None)
+            and (n not in CONDITIONINGS or n in run.conditionings)]
+
+
+def available_in_all(runs: Mapping[int, SubjectRun], names: Sequence[str]) -> list[str]:
+    """``names`` that every subject of ``runs`` has (:func:`available`): what a comparison
+    across subjects can show."""
+    return [n for n in names if all(available(run, [n]) for run in runs.values())]
 
 
 def reference_table() -> pd.DataFrame:
@@ -81,8 +90,7 @@ def own_vs_other_calibration(runs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     from .pages.topography import own_vs_other_table
 
-    first = next(iter(runs.values()))
-    table = own_vs_other_table(runs, available(first, REFERENCES + MODELS))
+    table = own_vs_other_table(runs, available_in_all(runs, REFERENCES + MODELS))
     scores = pd.DataFrame({"generator": table["model"], "check": OWN_VS_OTHER.name,
                            "value": table["index"]})
     return table, verdicts(scores, TIERS, [OWN_VS_OTHER])

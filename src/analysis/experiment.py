@@ -63,11 +63,15 @@ class SubjectRun:
     encoder : EncoderConfig or dict, optional
         Replaces the profile's image encoder (a dict holds :class:`EncoderConfig` fields, as
         a notebook parameter does); ``None`` keeps the profile's.
+    ablation : bool
+        This subject trains the ablation's conditionings too (the run's first subject).
+        False: only the paper's generator, unless the profile ablates every subject
+        (:meth:`Profile.conditionings`); :attr:`conditionings` says which.
     """
 
     def __init__(self, dataset: str, root: str | Path, subject: int, profile: str | Profile = "ci",
                  workdir: str | Path = ".", device: str | None = None, progress: bool = True,
-                 encoder: EncoderConfig | dict | None = None):
+                 encoder: EncoderConfig | dict | None = None, ablation: bool = True):
         self.dataset_name = dataset
         self.root = Path(root)
         self.subject = int(subject)
@@ -78,6 +82,8 @@ class SubjectRun:
         self.workdir = Path(workdir)
         self.device = device
         self.progress = progress
+        #: The generators this subject trains and its pages show.
+        self.conditionings = self.profile.conditionings(ablation)
         self._models: dict[str, TrainedModel] = {}
         self._monitor = None  # the validation run's learning-curve scorer
         self._references: dict[tuple, np.ndarray] = {}
@@ -121,7 +127,20 @@ class SubjectRun:
     # ------------------------------------------------------------------ models
 
     def model(self, conditioning: str = "cross_attention", **train_overrides) -> TrainedModel:
-        """Train or load the generator with this conditioning (cached per overrides)."""
+        """Train or load the generator with this conditioning (cached per overrides).
+
+        Raises
+        ------
+        ValueError
+            A conditioning this subject does not train (:attr:`conditionings`): the
+            ablation's models belong to the run's first subject.
+        """
+        if conditioning not in self.conditionings:
+            raise ValueError(
+                f"subject {self.subject}: conditioning '{conditioning}' is not trained here "
+                f"(profile '{self.profile.name}' trains {list(self.conditionings)} on this "
+                "subject; the ablation's models are the first subject's: "
+                "SubjectRun(..., ablation=True))")
         key = conditioning + json.dumps(train_overrides, sort_keys=True)
         if key not in self._models:
             start = time.perf_counter()
@@ -421,6 +440,18 @@ class SubjectRun:
                 "timings_s": {k: round(v, 2) for k, v in self._timings.items()}}
         info["checkpoints"] = {k: str(m.path) for k, m in self._models.items()}
         return info
+
+
+def subject_runs(dataset: str, root: str | Path, subjects, profile: str | Profile = "ci",
+                 workdir: str | Path = ".", device: str | None = None, *,
+                 encoder: EncoderConfig | dict | None = None, progress: bool = False
+                 ) -> dict[int, SubjectRun]:
+    """A group page's runs, by subject, in the given order: the first subject is the one
+    with the ablation's conditionings (as the runner executes its pages)."""
+    subjects = [int(s) for s in subjects]
+    return {s: SubjectRun(dataset, root, s, profile, workdir, device, progress=progress,
+                          encoder=encoder, ablation=s == subjects[0])
+            for s in subjects}
 
 
 def ensure_dataset(dataset: str, root: str | Path | None, profile: str | Profile = "ci",

@@ -36,6 +36,7 @@ import psutil
 import yaml
 
 from .book import GENERATED_TOC, build_book
+from .config import get_profile
 from .files import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -46,15 +47,21 @@ GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_realism", "group
                    "group_ablation", "group_sampling", "group_topography",
                    "group_reproducibility")
 # Group pages that read the first subject only, mapped to the last of its pages they need:
-# they may start while the other subjects' pages are still executing.
-FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity"}
+# they may start while the other subjects' pages are still executing. The ablation page
+# compares the generators of the subjects that train them all: the first subject's only,
+# unless the profile ablates every subject (then it waits for every subject).
+FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity",
+                       "group_ablation": "subject_03_fidelity"}
+ABLATION_PAGE = "group_ablation"
 # Subject pages with a costly part that only the first subject of a run does, and the
 # boolean parameter that switches it on (the model card's validation twin: the sampling page
-# trains the first subject's anyway).
+# trains the first subject's anyway). Every subject page also takes ``ablation``: the first
+# subject trains and shows the ablation's generators (Profile.conditionings).
 FIRST_SUBJECT_ONLY = {"subject_02_training": "validate_card"}
 # Group pages that load models another group page trains: they wait for it, rather than
-# train the same checkpoint at the same time (the seed models of the sampling page).
-AFTER_GROUP_PAGES = {"group_ablation": ("group_sampling",)}
+# train the same checkpoint at the same time (none today: the ablation page trains its
+# seed models itself).
+AFTER_GROUP_PAGES: dict[str, tuple[str, ...]] = {}
 # Seconds each page takes in the default-profile book on 2 CPU cores, two pages at a time
 # with one thread each (2026-12-01; training, sampling and ablation estimated from the
 # converged recipe of 2026-12-02); used only to order the work (longest remaining chain
@@ -65,6 +72,11 @@ TYPICAL_SECONDS = {"subject_01_overview": 60, "subject_02_training": 660,
                    "group_features": 11, "group_validation": 40, "group_realism": 10,
                    "group_summary": 12, "group_ablation": 300, "group_sampling": 1300,
                    "group_topography": 32, "group_reproducibility": 12}
+# A page whose kernel dies before it runs a cell is started again, at most this many times
+# in all: kernels starting at once can race for the same free TCP port ("Address already
+# in use"), a failure of the machine, not of the page.
+KERNEL_START_ATTEMPTS = 3
+KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
 # Honoured by torch (OpenMP) and the BLAS libraries when a kernel starts.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 DATASET_TITLES = {"simulated": "Built-in simulated dataset", "things-eeg2": "THINGS-EEG2",
@@ -130,9 +142,18 @@ def execute_notebook(template: Path, output: Path, parameters: dict, cwd: Path) 
     start = time.perf_counter()
     try:
         with _peak_child_memory() as peak:
-            papermill.execute_notebook(str(template), str(tmp), parameters=parameters,
-                                       cwd=str(cwd), kernel_name="python3", progress_bar=False,
-                                       log_output=False)
+            for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+                try:
+                    papermill.execute_notebook(str(template), str(tmp), parameters=parameters,
+                                               cwd=str(cwd), kernel_name="python3",
+                                               progress_bar=False, log_output=False)
+                    break
+                except RuntimeError as error:
+                    # No cell ran, so starting again is safe.
+                    if KERNEL_START_FAILURE not in str(error) or attempt == KERNEL_START_ATTEMPTS:
+                        raise
+                    logger.warning("%s: %s; starting its kernel again (attempt %d of %d)",
+                                   template.name, error, attempt + 1, KERNEL_START_ATTEMPTS)
     except papermill.PapermillExecutionError as error:
         raise NotebookFailed(
             f"{template.name} failed in cell {error.exec_count}:\n{error.source}\n\n"
@@ -216,21 +237,26 @@ class Page:
 
 
 def plan_pages(dataset: str, subjects: list[int], everyone: list[int], common: dict,
-               book_root: Path) -> list[Page]:
+               book_root: Path, *, ablate_every_subject: bool = False) -> list[Page]:
     """Every page of a run, with the dependencies that decide what may execute in parallel.
 
     A subject's pages run in order (each reads what the previous one trained or generated);
     different subjects are independent. Group pages wait for every subject of this run,
     except those in :data:`FIRST_SUBJECT_PAGES`, which wait only for the first subject's
-    pages up to the one named there.
+    pages up to the one named there (the ablation page too, unless
+    ``ablate_every_subject``: the profile's :attr:`~analysis.config.Profile.ablation_on_every_subject`).
+    Each subject page's ``ablation`` parameter is true for the first subject of ``everyone``.
     """
+    first_only = dict(FIRST_SUBJECT_PAGES)
+    if ablate_every_subject:
+        first_only.pop(ABLATION_PAGE)
     templates = book_root / "notebooks"
     pages = []
     for subject in subjects:
         previous: tuple[str, ...] = ()
         for name in SUBJECT_NOTEBOOKS:
             key = f"sub-{subject:02d}/{name}"
-            parameters = {**common, "subject": subject}
+            parameters = {**common, "subject": subject, "ablation": subject == everyone[0]}
             if name in FIRST_SUBJECT_ONLY:
                 parameters[FIRST_SUBJECT_ONLY[name]] = subject == everyone[0]
             pages.append(Page(key, templates / f"{name}.ipynb",
@@ -240,8 +266,8 @@ def plan_pages(dataset: str, subjects: list[int], everyone: list[int], common: d
     subject_keys = tuple(page.key for page in pages)
     for name in GROUP_NOTEBOOKS:
         after = subject_keys
-        if name in FIRST_SUBJECT_PAGES:
-            last = SUBJECT_NOTEBOOKS.index(FIRST_SUBJECT_PAGES[name])
+        if name in first_only:
+            last = SUBJECT_NOTEBOOKS.index(first_only[name])
             after = tuple(key for key in subject_keys if key.startswith(f"sub-{everyone[0]:02d}/")
                           and SUBJECT_NOTEBOOKS.index(key.split("/")[1]) <= last)
         after += tuple(f"group/{other}" for other in AFTER_GROUP_PAGES.get(name, ()))
@@ -370,7 +396,8 @@ def run(dataset: str, subjects: list[int], *, profile: str = "default", root: st
     common = {"dataset": dataset, "root": str(root), "profile": profile,
               "workdir": str(workdir), "device": device, "encoder": encoder}
     everyone = sorted(set(subjects_with_pages(book_root, dataset)) | set(subjects))
-    pages = plan_pages(dataset, subjects, everyone, common, book_root)
+    pages = plan_pages(dataset, subjects, everyone, common, book_root,
+                       ablate_every_subject=get_profile(profile).ablation_on_every_subject)
     # More workers than subjects + 1 would only wait on dependencies.
     jobs = jobs or min(os.cpu_count() or 1, len(subjects) + 1)
     start = time.perf_counter()

@@ -31,6 +31,7 @@ unitless; times are in seconds.
 
 from __future__ import annotations
 
+from .calibration import available
 from .evaluation.stats import format_ci
 from .names import MODELS, PAIRS, PER_IMAGE_MODELS, REFERENCES
 from .pages.common import (ATTRIBUTES_KEY, prediction, shown, with_noiseless, example_images,
@@ -55,7 +56,8 @@ from .pages.realism import (PROBES, realism_generators, probe_signals, realism_s
                             realism_headline, realism_group_table, realism_group_findings)
 from .pages.sampling import (CRITERIA, sampling_sweep, chosen_setting, validation_choice,
                              seed_table, seed_ablation, sampling_findings, sampler_label)
-from .pages.group import (RANGES, group_mean_table, preferred_ceiling, headline_values,
+from .pages.group import (RANGES, ablation_runs, group_mean_table, preferred_ceiling,
+                          headline_values,
                           HEADLINE_CHECKS, headline_csv, headline_findings, ablation_findings)
 from .pages.display import (readout_display, readout_findings, fidelity_by_model,
                             fidelity_display, ci_pivot, ci_text, paired_display, headline_table)
@@ -65,7 +67,7 @@ from .pages.reproducibility import (environment_versions, git_commit, provenance
                                     reproducibility_findings)
 
 __all__ = [
-    "ATTRIBUTES_KEY", "prediction", "shown", "with_noiseless", "example_images",
+    "available", "ATTRIBUTES_KEY", "prediction", "shown", "with_noiseless", "example_images",
     "example_channels", "window_bounds", "window_maps", "design_table", "noise_ceilings",
     "ceiling_table", "gfp_peak_latency", "overview_findings", "sampling_findings",
     "reproducibility_findings", "checkpoint_record", "training_table", "config_table", "losses",
@@ -75,7 +77,8 @@ __all__ = [
     "image_attribute", "transfer_table", "spectra", "grand_averages", "signal_statistics_table",
     "topography_table", "spatial_timecourses", "rsa_timecourses", "rsa_table",
     "InterSubjectTopography", "inter_subject_topography", "own_vs_other_table", "sampling_sweep",
-    "chosen_setting", "validation_choice", "seed_table", "sampler_label", "RANGES", "group_mean_table",
+    "chosen_setting", "validation_choice", "seed_table", "sampler_label", "RANGES",
+    "ablation_runs", "group_mean_table",
     "preferred_ceiling", "headline_values", "HEADLINE_CHECKS", "headline_csv",
     "headline_findings", "fidelity_findings", "decoding_findings", "ablation_findings",
     "topography_findings", "group_topography_findings", "loss_phases", "training_findings",

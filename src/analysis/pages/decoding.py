@@ -30,14 +30,18 @@ def identification_mask(run: SubjectRun, *, quantile: float = 0.8, seed: int = 0
     return decoding.select_features_by_reliability(train, quantile=quantile, seed=seed)
 
 
-def identify(run: SubjectRun, models: Sequence[str] = MODELS, *, quantile: float = 0.8,
+def identify(run: SubjectRun, models: Sequence[str] | None = None, *, quantile: float = 0.8,
              seed: int = 0) -> dict[str, decoding.IdentificationResult]:
-    """Zero-shot identification of every test image from each model's prediction.
+    """Zero-shot identification of every test image from each model's prediction (default:
+    every model the subject has).
 
     Each model's per-image prediction (generators: the mean of their samples) is
     correlated with every real test average over the features of
     :func:`identification_mask`; see :func:`~analysis.evaluation.decoding.identification`.
     """
+    from ..calibration import available
+
+    models = available(run, MODELS) if models is None else models
     mask = identification_mask(run, quantile=quantile, seed=seed)
     average = run.target_average
     return {m: decoding.identification(prediction(run, m), average, feature_mask=mask)

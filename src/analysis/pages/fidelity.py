@@ -154,7 +154,7 @@ def readout_table(run: SubjectRun, *, n_boot: int = 1000, seed: int = 0) -> pd.D
 _PER_IMAGE_METRICS: dict[str, Callable] = {"paper_r": paper_pearson, "paper_mse": paper_mse}
 
 
-def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
+def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] | None = None,
                  metric: str = "encoding_score", *, n_perm: int = 10_000, n_boot: int = 2000,
                  seed: int = 0) -> pd.DataFrame:
     """Is model A better than model B on the same test images? Paired tests, Holm-adjusted.
@@ -166,7 +166,9 @@ def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
     average) use a sign-flip permutation test
     (:func:`~analysis.evaluation.stats.paired_permutation_test`), leaving out images where
     either value is undefined. ``p_holm`` adjusts the p-values over the pairs of the call
-    (Holm–Bonferroni), the family a page reports.
+    (Holm–Bonferroni), the family a page reports. The default ``pairs``: those of
+    :data:`~analysis.names.PAIRS` whose models the subject has (the ablation's are the
+    first subject's).
 
     Returns
     -------
@@ -179,6 +181,10 @@ def paired_tests(run: SubjectRun, pairs: Iterable[tuple[str, str]] = PAIRS,
     if metric not in ("encoding_score", *_PER_IMAGE_METRICS):
         raise ValueError(f"metric: expected 'encoding_score' or one of "
                          f"{sorted(_PER_IMAGE_METRICS)} (per-image metrics), found '{metric}'")
+    from ..calibration import available
+
+    if pairs is None:
+        pairs = [pair for pair in PAIRS if len(available(run, pair)) == 2]
     average = run.target_average
     per_image = {}
     rows = []

@@ -47,6 +47,14 @@ def group_mean_table(values: pd.DataFrame, by: Sequence[str], value: str = "valu
     return pd.DataFrame(rows)
 
 
+def ablation_runs(runs: dict) -> dict:
+    """The runs of ``runs`` that train every conditioning: the subjects the ablation
+    compares (the first, or all of them where the profile ablates every subject)."""
+    from ..names import CONDITIONINGS
+
+    return {s: run for s, run in runs.items() if set(run.conditionings) == set(CONDITIONINGS)}
+
+
 def preferred_ceiling(fidelity: pd.DataFrame) -> str:
     """``'exact'`` when a fidelity table has exact-ceiling rows (simulated), else split-half."""
     return "exact" if (fidelity["ceiling_method"] == "exact").any() else "split-half"
@@ -168,7 +176,8 @@ def headline_findings(rows: pd.DataFrame, generator: str = "cross_attention",
 
 def ablation_findings(means: pd.DataFrame, seed_pairs: pd.DataFrame,
                       oracle: pd.DataFrame | None = None, alpha: float = 0.05,
-                      bar_pct_of_ridge: float = 90.0) -> str:
+                      bar_pct_of_ridge: float = 90.0,
+                      across_seeds: pd.DataFrame | None = None) -> str:
     """The ablation page's finding as Markdown sentences, computed from its tables.
 
     Parameters
@@ -184,7 +193,12 @@ def ablation_findings(means: pd.DataFrame, seed_pairs: pd.DataFrame,
         ``encoding_score`` (simulated data only).
     alpha, bar_pct_of_ridge
         Level of the Holm-adjusted seed tests; the oracle-conditioning bar (% of ridge).
+    across_seeds : pandas.DataFrame, optional
+        :func:`group_mean_table` of :func:`~analysis.pages.sampling.seed_table` rows by
+        ``conditioning`` and ``metric`` (its ``encoding_score`` rows are used).
     """
+    from .display import ci_text
+
     sentences = []
     if oracle is not None and len(oracle):
         row = oracle[oracle["model"] != "ridge on true attributes"].iloc[0]
@@ -199,6 +213,12 @@ def ablation_findings(means: pd.DataFrame, seed_pairs: pd.DataFrame,
     sentences.append(f"**Encoding score** as % of the noise ceiling, mean over {n} "
                      f"subject{'s' if n != 1 else ''} (Student-t 95 % intervals): "
                      + "; ".join(parts) + ".")
+    if across_seeds is not None:
+        spread = [f"`{r.conditioning}` {ci_text(r, value='mean')} over {r.n} seeds"
+                  for r in across_seeds[across_seeds["metric"] == "encoding_score"].itertuples()]
+        if spread:
+            sentences.append("Encoding score across training seeds of the first subject "
+                             "(mean, Student-t 95 % CI): " + "; ".join(spread) + ".")
     for r in seed_pairs.itertuples():
         verdict = difference_verdict(r.model_a, r.model_b, r.difference, r.p_holm, alpha)
         delta = format_ci(r.difference, r.ci_low, r.ci_high, 3)

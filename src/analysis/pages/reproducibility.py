@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from ..names import CONDITIONINGS
 from .training import checkpoint_record
 
 if TYPE_CHECKING:
@@ -42,9 +41,10 @@ def git_commit(path: str | Path = ".") -> str:
         return "unknown"
 
 
-def provenance_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS
+def provenance_table(run: SubjectRun, conditionings: Sequence[str] | None = None
                      ) -> pd.DataFrame:
-    """Per generator: seeds, device, encoder weights, timings of training and sampling.
+    """Per generator (default: the subject's): seeds, device, encoder weights, timings of
+    training and sampling.
 
     Read from each checkpoint's ``config.json`` and the records saved next to its
     generated signals, so the timings are those of the original runs even when this
@@ -61,7 +61,7 @@ def provenance_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONIN
 
     sampling = run.sampling()
     rows = []
-    for conditioning in conditionings:
+    for conditioning in conditionings or run.conditionings:
         trained = run.model(conditioning)
         record = checkpoint_record(trained)
         generated = trained.path.parent / f"{generated_name(sampling)}.json"

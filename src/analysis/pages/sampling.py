@@ -216,10 +216,9 @@ def seed_ablation(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
 
 
 def sampling_findings(curve: pd.DataFrame, profile_epochs: int,
-                      choices: dict[str, tuple[object, pd.DataFrame]], method: str,
-                      across_seeds: pd.DataFrame) -> str:
-    """The sampling page's finding as Markdown: where training plateaus, what validation
-    chose and what the test set then scored, and the spread over training seeds.
+                      choices: dict[str, tuple[object, pd.DataFrame]], method: str) -> str:
+    """The sampling page's finding as Markdown: where training plateaus, and what validation
+    chose and what the test set then scored.
 
     Parameters
     ----------
@@ -232,9 +231,6 @@ def sampling_findings(curve: pd.DataFrame, profile_epochs: int,
         the test rows of :func:`validation_choice`.
     method : str
         The ceiling the test scores are shares of (``'exact'`` or ``'split-half'``).
-    across_seeds : DataFrame
-        :func:`~analysis.pages.group.group_mean_table` of :func:`seed_table` rows by
-        ``conditioning`` and ``metric``.
     """
     from .display import ci_text
     from .training import plateau_epoch
@@ -271,9 +267,4 @@ def sampling_findings(curve: pd.DataFrame, profile_epochs: int,
                   f"criterion, cannot be measured there and the profile's {chosen} is kept")
         paragraphs.append(f"**{name[:1].upper()}{name[1:]}**: {choice}. On the test set, scored once, "
                           + "; ".join(scored) + ".")
-    seeds = [f"`{row.conditioning}` {ci_text(row, value='mean')} over {row.n} seeds"
-             for row in across_seeds[across_seeds["metric"] == "encoding_score"].itertuples()]
-    if seeds:
-        paragraphs.append("Encoding score across training seeds (mean, Student-t 95 % CI): "
-                          + "; ".join(seeds) + ".")
     return "\n\n".join(paragraphs)

@@ -82,27 +82,35 @@ def topography_table(run: SubjectRun, models: Sequence[str] | None = None, *, wi
     return pd.DataFrame(rows)
 
 
-def spatial_timecourses(run: SubjectRun, models: Sequence[str] = MODELS, *,
+def spatial_timecourses(run: SubjectRun, models: Sequence[str] | None = None, *,
                         reference: bool = True) -> dict[str, np.ndarray]:
-    """Spatial correlation of the real and predicted ERP at every time, per model.
+    """Spatial correlation of the real and predicted ERP at every time, per model (default:
+    every model the subject has).
 
     Returns
     -------
     dict of str to ndarray, shape (n_times,)
     """
+    from ..calibration import available
+
+    models = available(run, MODELS) if models is None else models
     real = run.target_average
     return {m: topo.spatial_correlation_timecourse(real, prediction(run, m))
             for m in with_noiseless(run, models, reference)}
 
 
-def rsa_timecourses(run: SubjectRun, models: Sequence[str] = PER_IMAGE_MODELS, *,
+def rsa_timecourses(run: SubjectRun, models: Sequence[str] | None = None, *,
                     win: float = 0.03, reference: bool = True) -> dict[str, np.ndarray]:
     """Similarity (Spearman ρ) of the real and predicted image × image RDMs over time.
 
     Each time point's RDMs come from the responses smoothed over ``win`` seconds (see
     :func:`~analysis.evaluation.topography.rsa_timecourse`). Models with one prediction
-    for every image (``train_mean``) have no RDM and are best left out.
+    for every image (``train_mean``) have no RDM and are best left out (the default: every
+    per-image model the subject has).
     """
+    from ..calibration import available
+
+    models = available(run, PER_IMAGE_MODELS) if models is None else models
     real = run.target_average
     return {m: topo.rsa_timecourse(real, prediction(run, m), run.dataset.times, win=win)
             for m in with_noiseless(run, models, reference)}
@@ -193,8 +201,8 @@ def own_vs_other_table(runs: Mapping[int, SubjectRun], models: Sequence[str] | N
 
     By default the references that know the image (``real_half``, ``ridge_noise``) and the
     image-blind ``mean_noise`` (the null a model must beat: its image-specific maps are
-    noise) come first, then the generators, ``ridge`` and ``train_mean`` (undefined on
-    image-specific maps: it has none).
+    noise) come first, then the generators every subject has, ``ridge`` and ``train_mean``
+    (undefined on image-specific maps: it has none).
 
     Returns
     -------
@@ -203,8 +211,10 @@ def own_vs_other_table(runs: Mapping[int, SubjectRun], models: Sequence[str] | N
         ``p_value`` (one-sided), ``exact`` (all permutations enumerated), ``n_permutations``,
         ``min_p`` (the smallest p this many subjects allow), ``maps`` and ``per_subject``.
     """
+    from ..calibration import available_in_all
+
     if models is None:
-        models = ("real_half", "ridge_noise", "mean_noise") + MODELS
+        models = available_in_all(runs, ("real_half", "ridge_noise", "mean_noise") + MODELS)
     rows = []
     for model in models:
         result = inter_subject_topography(runs, model, windows=windows, n_perm=n_perm,

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from ..names import CONDITIONINGS
 
 if TYPE_CHECKING:
     from ..experiment import SubjectRun
@@ -19,9 +18,10 @@ def checkpoint_record(trained) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def training_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS,
+def training_table(run: SubjectRun, conditionings: Sequence[str] | None = None,
                    **train_overrides) -> pd.DataFrame:
-    """What was trained (or loaded) for each conditioning, and how long it took.
+    """What was trained (or loaded) for each conditioning (default: the subject's
+    :attr:`~analysis.experiment.SubjectRun.conditionings`), and how long it took.
 
     Returns
     -------
@@ -31,7 +31,7 @@ def training_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS
         ``train_seconds`` (of the original training), ``seed`` and ``checkpoint`` (path).
     """
     rows = []
-    for conditioning in conditionings:
+    for conditioning in conditionings or run.conditionings:
         trained = run.model(conditioning, **train_overrides)
         record = checkpoint_record(trained)
         rows.append(dict(
@@ -45,7 +45,7 @@ def training_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS
     return pd.DataFrame(rows)
 
 
-def config_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) -> pd.DataFrame:
+def config_table(run: SubjectRun, conditionings: Sequence[str] | None = None) -> pd.DataFrame:
     """Model and training settings side by side, one column per conditioning.
 
     Returns
@@ -55,7 +55,7 @@ def config_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) 
         strings so mixed types display cleanly.
     """
     columns = {}
-    for conditioning in conditionings:
+    for conditioning in conditionings or run.conditionings:
         trained = run.model(conditioning)
         entries = {("model", k): v for k, v in trained.model_config.as_dict().items()}
         entries.update({("train", k): v for k, v in trained.train_config.as_dict().items()})
@@ -65,9 +65,9 @@ def config_table(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) 
     return table
 
 
-def losses(run: SubjectRun, conditionings: Sequence[str] = CONDITIONINGS) -> dict[str, list[float]]:
+def losses(run: SubjectRun, conditionings: Sequence[str] | None = None) -> dict[str, list[float]]:
     """Mean training loss per epoch of each conditioning (train-or-load)."""
-    return {c: list(run.model(c).losses) for c in conditionings}
+    return {c: list(run.model(c).losses) for c in conditionings or run.conditionings}
 
 
 def learning_curve(run: SubjectRun, conditionings: Sequence[str] = ("cross_attention",)
