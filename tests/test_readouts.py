@@ -11,7 +11,7 @@ from analysis.data.images import CONTINUOUS_RANGES, HUES, SHAPES, TEXTURES, all_
 from analysis.readouts import (attribute_features, encoder_name, pixel_features, split_rows,
                                stage_slices, token_grid_means, validation_score)
 from analysis.encoders import ImageFeatures
-from analysis.validation import concept_draw, validation_mask
+from analysis.validation import concept_draw, rows_of, validation_dataset, validation_mask
 
 
 def test_pixel_features_are_down_sampled_rgb_in_unit_range(tmp_path):
@@ -78,6 +78,60 @@ def test_validation_split_refuses_a_degenerate_split():
     lonely = next(n for n in (f"c{i}" for i in range(100)) if concept_draw(n) >= 0.1)
     with pytest.raises(ValueError, match="leaves no validation concept"):
         validation_mask([lonely] * 4)
+
+
+def _dataset(seed: int = 0):
+    import mne
+
+    from analysis.data.contract import EpochedDataset, Split
+
+    rng = np.random.default_rng(seed)
+    concepts = [f"concept{i // 2}" for i in range(80)]  # 40 concepts × 2 images
+    ids = [f"img{i}" for i in range(80)]
+    train = Split(rng.standard_normal((80, 2, 3, 5)).astype(np.float32), ids, concepts)
+    test = Split(rng.standard_normal((4, 2, 3, 5)).astype(np.float32), ids[:4], concepts[:4])
+    info = mne.create_info(["O1", "Oz", "O2"], 100.0, "eeg")
+    noiseless = {"train": train.signals.mean(axis=1), "test": test.signals.mean(axis=1)}
+    return EpochedDataset(train, test, info, np.arange(5) / 100.0,
+                          {"dataset": "simulated", "subject": 1}, noiseless)
+
+
+def test_a_large_validation_split_is_memory_mapped_from_the_cache(tmp_path):
+    dataset = _dataset()
+    held = validation_mask(dataset.train.concepts)
+    in_memory = validation_dataset(dataset)
+    assert not isinstance(in_memory.train.signals, np.memmap)
+    np.testing.assert_array_equal(in_memory.train.signals, dataset.train.signals[~held])
+    np.testing.assert_array_equal(in_memory.test.signals, dataset.train.signals[held])
+    # Over the limit (here: 100 bytes), the fitting part is a read-only memory map of a
+    # cached file, written in blocks, with the same values; the small held-out part stays
+    # in memory.
+    mapped = validation_dataset(dataset, tmp_path, max_in_memory_bytes=100)
+    assert isinstance(mapped.train.signals, np.memmap) and not mapped.train.signals.flags.writeable
+    np.testing.assert_array_equal(mapped.train.signals, in_memory.train.signals)
+    np.testing.assert_array_equal(mapped.noiseless["train"], in_memory.noiseless["train"])
+    assert not isinstance(mapped.test.signals, np.memmap)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].startswith("fitting-") and "noiseless" in files[1]
+    # The same data again reuse the files; other data get their own.
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    validation_dataset(dataset, tmp_path, max_in_memory_bytes=100)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamp
+    other = validation_dataset(_dataset(seed=1), tmp_path, max_in_memory_bytes=100)
+    assert len(list(tmp_path.iterdir())) == 4
+    assert not np.array_equal(other.train.signals, mapped.train.signals)
+
+
+def test_rows_of_writes_in_blocks_and_copies_below_the_limit(tmp_path):
+    array = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    mask = np.array([1, 0, 1, 1, 0, 1, 1], bool)
+    # 12 bytes a row, a limit of 24 bytes: blocks of max(1, 24 // 8 // 12) = 1 row.
+    mapped = rows_of(array, mask, tmp_path / "x.npy", max_in_memory_bytes=24)
+    assert isinstance(mapped, np.memmap)
+    np.testing.assert_array_equal(mapped, array[mask])
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically: no partial file left
+    copied = rows_of(array, mask, tmp_path / "y.npy", max_in_memory_bytes=10 ** 6)
+    assert not isinstance(copied, np.memmap) and not (tmp_path / "y.npy").exists()
 
 
 def test_token_grid_means_average_square_blocks_of_positions():

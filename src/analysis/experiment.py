@@ -301,7 +301,8 @@ class SubjectRun:
 
         other = SubjectRun(self.dataset_name, self.root, self.subject, self.profile,
                            self.workdir, self.device, self.progress)
-        other.__dict__["dataset"] = validation_dataset(self.dataset)
+        other.__dict__["dataset"] = validation_dataset(self.dataset,
+                                                       self.workdir / "cache" / "validation")
         other.__dict__["features"] = self.features
         signals = other.dataset.test.signals
         other.__dict__["test_halves"] = (signals[:, :0], signals)

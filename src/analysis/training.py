@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -372,7 +373,11 @@ def init_distributed() -> tuple[int, int, int]:
 
 def _training_examples(dataset: EpochedDataset, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(signals (n_examples, n_channels, n_times) in data units, image index of each)."""
-    signals = torch.as_tensor(dataset.train.signals)
+    with warnings.catch_warnings():
+        # A large validation split is a read-only memory map (analysis.validation): shared,
+        # never written (batches are copies), so torch's warning would only alarm.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        signals = torch.as_tensor(dataset.train.signals)
     n_images, n_reps = signals.shape[:2]
     if targets == "trials":
         x = signals.reshape(n_images * n_reps, *signals.shape[2:])
