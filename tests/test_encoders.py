@@ -357,3 +357,61 @@ def test_benchmark_features_tiny():
     assert result["device"] == "cpu" and result["random_init"] is True
     assert result["seconds"] > 0 and result["images_per_s"] > 0
     assert result["family"] == "open_clip" and result["batch_size"] == 2
+
+
+# ---------------------------------------------------------------- the feature index
+
+
+def test_cached_features_are_found_without_building_the_encoder(tmp_path, enc1, images,
+                                                                monkeypatch):
+    """dataset_features builds the encoder once; later calls read the indexed cache file,
+    and anything that could change the features (an image's bytes, the weights file, the
+    cached file itself) builds it again."""
+    from types import SimpleNamespace
+
+    from analysis import pipeline
+    from analysis.config import EncoderConfig
+    from analysis.encoders import feature_index
+
+    ckpt = tmp_path / "w.pt"
+    torch.save(enc1.model.state_dict(), ckpt)
+    config = EncoderConfig(model=CI_ENCODER, pretrained=str(ckpt), batch_size=2)
+    ids = [p.stem for p in images]
+    split = SimpleNamespace(image_paths=images[:2], image_ids=ids[:2])
+    dataset = SimpleNamespace(train=split, test=SimpleNamespace(image_paths=images[2:],
+                                                                image_ids=ids[2:]),
+                              meta={"dataset": "simulated", "subject": 1})
+    built = []
+    real_build = pipeline.image_encoder_for.__wrapped__  # bypass the per-process cache
+
+    def counting(config, device=None):
+        built.append(config)
+        return real_build(config, "cpu")
+
+    monkeypatch.setattr(pipeline, "image_encoder_for", counting)
+    cache = tmp_path / "cache"
+    first = pipeline.dataset_features(dataset, config, cache, progress=False)
+    assert len(built) == 1 and not first.meta["cache_hit"]
+    again = pipeline.dataset_features(dataset, config, cache, progress=False)
+    assert len(built) == 1 and again.meta["cache_hit"]  # no encoder built
+    np.testing.assert_array_equal(again.pooled, first.pooled)
+    np.testing.assert_array_equal(again.tokens, first.tokens)
+    assert again.image_ids == ids and again.meta["label"] == first.meta["label"]
+    # The batch size does not change features: still indexed.
+    pipeline.dataset_features(dataset, EncoderConfig(model=CI_ENCODER, pretrained=str(ckpt),
+                                                     batch_size=1), cache, progress=False)
+    assert len(built) == 1
+    # A rewritten weights file (new modification time) is looked at again.
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
+    pipeline.dataset_features(dataset, config, cache, progress=False)
+    assert len(built) == 2
+    # So is a changed image ...
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(images[0])
+    changed = pipeline.dataset_features(dataset, config, cache, progress=False)
+    assert len(built) == 3 and not np.array_equal(changed.pooled[0], first.pooled[0])
+    # ... and an index entry whose features file is gone (then rebuilt and re-indexed).
+    for f in cache.glob("features-*.npz"):
+        f.unlink()
+    assert feature_index.lookup(config, images, ids, cache) is None
+    pipeline.dataset_features(dataset, config, cache, progress=False)
+    assert len(built) == 4 and feature_index.lookup(config, images, ids, cache) is not None

@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import DATASETS, EncoderConfig, Profile, SamplingConfig
 from .data.contract import EpochedDataset
-from .encoders import FeatureEncoder, ImageFeatures, build_encoder
+from .encoders import FeatureEncoder, ImageFeatures, build_encoder, feature_index
 from .files import atomic_write, atomic_write_text
 from .training import TrainConfig, TrainedModel, match_features, model_config_for, train_or_load
 
@@ -54,8 +54,17 @@ def dataset_features(dataset: EpochedDataset, encoder: EncoderConfig, cache_dir:
                              "paths; the images are needed to compute features")
         paths += split.image_paths
         ids += split.image_ids
+    # Known from the index (analysis.encoders.feature_index): no encoder built.
+    hashes = feature_index.image_hashes(paths)
+    known = feature_index.lookup(encoder, paths, ids, cache_dir, hashes)
+    if known is not None:
+        return known
     image_encoder = image_encoder_for(encoder, device)
-    return image_encoder.encode(paths, ids, cache_dir=Path(cache_dir), progress=progress)
+    features = image_encoder.encode(paths, ids, cache_dir=Path(cache_dir), progress=progress)
+    key = features.meta["cache_key"]
+    feature_index.remember(encoder, ids, hashes, cache_dir,
+                           image_encoder.cache_path(cache_dir, key), key)
+    return features
 
 
 @functools.lru_cache(maxsize=2)
