@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from analysis import benchmark
 from analysis.models.diffusion import DDIMSampler
 
@@ -15,3 +17,17 @@ def test_model_benchmark_times_training_and_each_sampler(monkeypatch):
     for key in ("train_samples_per_s", "ddim50_signals_per_s", "ddpm_signals_per_s",
                 "profile_sampler_signals_per_s"):
         assert result[key] > 0, key
+
+
+def test_training_benchmark_follows_the_conditioning_and_batch_size():
+    from analysis.benchmark import bench_training
+
+    attention = bench_training("ci", "cross_attention", batch_size=8, device="cpu",
+                               train_steps=2)
+    blind = bench_training("ci", "none", batch_size=4, device="cpu", train_steps=2)
+    assert attention["conditioning"] == "cross_attention" and attention["batch_size"] == 8
+    assert blind["batch_size"] == 4 and blind["n_parameters"] < attention["n_parameters"]
+    for row in (attention, blind):
+        assert row["train_samples_per_s"] > 0
+        assert row["steps_per_s"] == pytest.approx(row["train_samples_per_s"] / row["batch_size"],
+                                                   rel=0.01, abs=0.01)

@@ -1,4 +1,4 @@
-"""The runner end to end at `ci` size: 2 subjects, then a third added; one subject of a
+"""The runner end to end at `ci` size: one subject, then a second added; one subject of a
 THINGS-EEG2-format dataset (63 channels, 250 Hz). The built books are opened in headless
 Chromium (no missing page, error cell, broken image, outside request, stderr block or
 unfolded code), and building leaves the clone's ``git status`` clean."""
@@ -52,13 +52,25 @@ NOTEBOOK_WORKDIR = REPO / "notebooks" / "_work"
 
 
 @pytest.fixture(scope="module")
-def book(tmp_path_factory):
-    """Two simulated subjects, their data, caches and checkpoints in the templates' work
-    folder (the 63-channel run below keeps them under its book root, the README's default)."""
+def built(tmp_path_factory) -> tuple[Path, dict]:
+    """Subject 1 alone, then subject 2 added, as a user adds a subject: their data, caches
+    and checkpoints in the templates' work folder (the 63-channel run below keeps them
+    under its book root, the README's default). Returns the book root and what the pages
+    were before subject 2 was added."""
     root = skeleton(tmp_path_factory.mktemp("book"))
     shutil.rmtree(NOTEBOOK_WORKDIR, ignore_errors=True)
-    assert run("simulated", [1, 2], profile="ci", book_root=root, workdir=NOTEBOOK_WORKDIR) == 0
-    return root
+    assert run("simulated", [1], profile="ci", book_root=root, workdir=NOTEBOOK_WORKDIR) == 0
+    first_page = root / "book" / "subjects" / "simulated" / "sub-01" / f"{SUBJECT_NOTEBOOKS[0]}.ipynb"
+    summary = root / "book" / "group" / "simulated" / "group_summary.ipynb"
+    before = {"first_page_mtime": first_page.stat().st_mtime_ns, "summary": summary.read_text(),
+              "toc": toc_files(root)}
+    assert run("simulated", [2], profile="ci", book_root=root, workdir=NOTEBOOK_WORKDIR) == 0
+    return root, before
+
+
+@pytest.fixture(scope="module")
+def book(built) -> Path:
+    return built[0]
 
 
 def toc_files(root: Path) -> list[str]:
@@ -95,14 +107,15 @@ def test_built_pages_open_offline_without_errors(book, tmp_path):
     assert check_pages(html, pages, screenshots=tmp_path) == []
 
 
-def test_adding_a_subject_adds_its_pages_and_updates_the_group(book):
+def test_adding_a_subject_adds_its_pages_and_updates_the_group(built):
+    book, before = built
     summary = book / "book" / "group" / "simulated" / "group_summary.ipynb"
     subject_page = book / "book" / "subjects" / "simulated" / "sub-01" / f"{SUBJECT_NOTEBOOKS[0]}.ipynb"
-    before = subject_page.stat().st_mtime_ns
-    assert run("simulated", [3], profile="ci", book_root=book, workdir=NOTEBOOK_WORKDIR) == 0
-    assert subject_page.stat().st_mtime_ns == before  # subject 1 was not redone
-    assert "book/subjects/simulated/sub-03/subject_01_overview" in toc_files(book)
-    assert "[1, 2, 3]" in summary.read_text()  # the group pages now cover all three
+    assert subject_page.stat().st_mtime_ns == before["first_page_mtime"]  # not redone
+    assert "book/subjects/simulated/sub-02/subject_01_overview" not in before["toc"]
+    assert "book/subjects/simulated/sub-02/subject_01_overview" in toc_files(book)
+    assert "subjects [1]," in before["summary"]
+    assert "subjects [1, 2]," in summary.read_text()  # the group pages now cover both
 
 
 def test_building_leaves_git_status_clean(book):

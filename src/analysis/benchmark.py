@@ -67,6 +67,63 @@ def encoder_shapes(encoder: EncoderConfig) -> tuple[int, int, int]:
     return built.embed_dim, built.n_tokens, built.token_dim
 
 
+def _model_and_inputs(profile: str, conditioning: str, device: torch.device,
+                      n_channels: int, n_times: int):
+    """The profile's U-Net with ``conditioning``, its diffusion and train config, and a
+    maker of synthetic batches of the real shapes (speed does not depend on the values)."""
+    spec = get_profile(profile)
+    embed, n_tokens, token_dim = encoder_shapes(spec.encoder)
+    unet = UNetConfig(n_channels=n_channels, conditioning=conditioning, embed_dim=embed,
+                      token_dim=token_dim, n_tokens=n_tokens, **spec.unet)
+    train = TrainConfig(**spec.train)
+    torch.manual_seed(0)
+    model = UNet1D(unet).to(device)
+
+    def batch(n):
+        return (torch.randn(n, n_channels, n_times, device=device),
+                Condition(torch.randn(n, embed, device=device),
+                          torch.randn(n, n_tokens, token_dim, device=device)))
+
+    return model, make_diffusion(train), train, batch
+
+
+def _training_rate(model, diffusion, train: TrainConfig, batch, batch_size: int,
+                   device: torch.device, steps: int) -> float:
+    """Training samples per second of the training loop's loss (its timestep draw,
+    weighting and condition dropout), backward pass and AdamW step; two warm-up steps
+    are not timed."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr)
+    x0, cond = batch(batch_size)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    for step in range(steps + 2):
+        if step == 2:
+            sync_device(device)
+            start = time.perf_counter()
+        with amp or torch.autocast("cpu", enabled=False):
+            loss = diffusion.loss(model, x0, cond=cond, cond_drop_prob=train.cond_drop_prob)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync_device(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def bench_training(profile: str, conditioning: str = "cross_attention", *,
+                   batch_size: int | None = None, device: str | None = None,
+                   n_channels: int = 17, n_times: int = 100, train_steps: int = 10) -> dict:
+    """Training samples/s of the profile's U-Net with one conditioning and batch size
+    (default: the profile's), on synthetic inputs of the real shapes."""
+    device = select_device(device)
+    model, diffusion, train, batch = _model_and_inputs(profile, conditioning, device,
+                                                       n_channels, n_times)
+    batch_size = batch_size or train.batch_size
+    rate = _training_rate(model, diffusion, train, batch, batch_size, device, train_steps)
+    return {"profile": profile, "conditioning": conditioning, "device": str(device),
+            "threads": torch.get_num_threads(), "batch_size": batch_size,
+            "n_parameters": model.n_parameters(), "train_samples_per_s": round(rate, 1),
+            "steps_per_s": round(rate / batch_size, 2)}
+
+
 def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17,
                 n_times: int = 100, train_steps: int = 10, sample_batch: int = 32,
                 ddpm_batch: int = 4) -> dict:
@@ -77,36 +134,12 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
     """
     device = select_device(device)
     spec = get_profile(profile)
-    embed, n_tokens, token_dim = encoder_shapes(spec.encoder)
-    unet = UNetConfig(n_channels=n_channels, conditioning="cross_attention", embed_dim=embed,
-                      token_dim=token_dim, n_tokens=n_tokens, **spec.unet)
-    train = TrainConfig(**spec.train)
-    torch.manual_seed(0)
-    model = UNet1D(unet).to(device)
-    diffusion = make_diffusion(train)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr)
+    model, diffusion, train, batch = _model_and_inputs(profile, "cross_attention", device,
+                                                       n_channels, n_times)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    def batch(n):
-        return (torch.randn(n, n_channels, n_times, device=device),
-                Condition(torch.randn(n, embed, device=device),
-                          torch.randn(n, n_tokens, token_dim, device=device)))
-
-    x0, cond = batch(train.batch_size)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
-    for step in range(train_steps + 2):  # two warm-up steps are not timed
-        if step == 2:
-            sync_device(device)
-            start = time.perf_counter()
-        with amp or torch.autocast("cpu", enabled=False):
-            # The training loop's loss: its timestep draw, weighting and dropout.
-            loss = diffusion.loss(model, x0, cond=cond, cond_drop_prob=train.cond_drop_prob)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    sync_device(device)
-    train_rate = train_steps * train.batch_size / (time.perf_counter() - start)
+    train_rate = _training_rate(model, diffusion, train, batch, train.batch_size, device,
+                                train_steps)
 
     model.eval()
     rates = {}
