@@ -120,6 +120,36 @@ def test_encoding_score_statistic_equals_recomputing_on_resampled_images(monkeyp
     np.testing.assert_allclose(encoding_score_statistic(pred, target)(idx), direct, rtol=1e-10)
 
 
+def test_encoding_score_statistic_keeps_no_copies_of_all_moments(monkeypatch):
+    # The five weighted moments are formed a block of points at a time: beyond the two
+    # standardised float64 copies (x, y), memory stays near one block, where the moments of
+    # all points at once would be five more float64 copies.
+    import tracemalloc
+
+    target = random_responses((200, 20, 50), seed=1)
+    pred = target + random_responses((200, 20, 50), seed=2)
+    one_copy = pred.size * 8  # bytes of a float64 copy
+    monkeypatch.setattr(metrics, "_MOMENT_BLOCK_VALUES", pred.size // 8)
+    idx = np.random.default_rng(3).integers(0, 200, (50, 200))
+    direct = [mean_ignoring_nan(encoding_score(pred[i], target[i])) for i in idx[:3]]
+    tracemalloc.start()
+    try:
+        values = encoding_score_statistic(pred, target)(idx)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(values[:3], direct, rtol=1e-10)
+    assert peak < 3.5 * one_copy, f"peak {peak / one_copy:.1f} float64 copies"
+
+
+def test_paper_mse_in_blocks_of_images_equals_one_piece(monkeypatch):
+    target = random_responses((9, 3, 4), seed=1)
+    pred = target + random_responses((9, 3, 4), seed=2)
+    expected = ((pred.astype(np.float64) - target) ** 2).mean(axis=(1, 2))
+    monkeypatch.setattr(metrics, "_MOMENT_BLOCK_VALUES", 24)  # two images per block
+    np.testing.assert_allclose(paper_mse(pred, target), expected, rtol=1e-12)
+
+
 # --- the summary table -------------------------------------------------------------------
 
 def test_fidelity_summary_layout_and_a_perfect_model():

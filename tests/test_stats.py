@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.evaluation import stats
 from analysis.evaluation.stats import (
     blockwise_mean_and_variance,
     bootstrap_ci,
@@ -36,6 +37,24 @@ def test_pearson_r_is_nan_where_an_input_is_constant():
     assert r[0] == pytest.approx(-0.5)
     assert np.isnan(r[1]) and np.isnan(r[2])
     assert np.isnan(pearson_r(y, x, axis=1)[1])  # either side constant
+
+
+@pytest.mark.parametrize("axis", [0, (1, 2), -1, (0, 2)])
+def test_pearson_r_in_slices_equals_in_one_piece(monkeypatch, axis):
+    # Large inputs are correlated in slices along the first axis not correlated over; any
+    # slice size (here 1 to 3 values of that axis at a time) gives the one-piece result,
+    # the zero-variance rule included.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5, 4)).astype(np.float32)
+    y = x + rng.standard_normal((6, 5, 4)).astype(np.float32)
+    x[:, 2, :] = 1.5  # constant across images (axis 0) at channel 2
+    whole = pearson_r(x, y, axis=axis)
+    for block in (1, 20, 50):
+        monkeypatch.setattr(stats, "PEARSON_BLOCK_VALUES", block)
+        np.testing.assert_allclose(pearson_r(x, y, axis=axis), whole, rtol=1e-12)
+        np.testing.assert_array_equal(np.isnan(pearson_r(x, y, axis=axis)), np.isnan(whole))
+    # channel 2 is constant across images and along time, not across one image's points
+    assert np.isnan(whole).any() == (axis != (1, 2))
 
 
 def test_blockwise_mean_and_variance_by_hand_and_in_any_blocks():
