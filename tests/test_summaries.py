@@ -542,6 +542,30 @@ def test_validation_run_holds_out_concepts_and_never_sees_the_test_set(run):
     assert val.features is run.features
 
 
+def test_a_sweep_on_many_validation_images_samples_an_evenly_spaced_subset(run, monkeypatch):
+    val = run.validation
+    n = val.dataset.test.n_images
+    assert val.with_test_subset(n) is val  # nothing to leave out
+    assert n >= 2
+    sub = val.with_test_subset(1)
+    rows = [0]  # the first of evenly spaced ones
+    assert sub.dataset.test.image_ids == [val.dataset.test.image_ids[i] for i in rows]
+    np.testing.assert_array_equal(sub.target, val.target[rows])
+    np.testing.assert_array_equal(sub.dataset.noiseless["test"], val.dataset.noiseless["test"][rows])
+    assert sub.dataset.train is val.dataset.train and sub.features is val.features
+    assert sub.model("cross_attention") is val.model("cross_attention")  # not retrained
+    # The sweep scores the subset (this split is too small to cut: a bootstrap needs 2).
+    asked, whole = [], SubjectRun.with_test_subset
+    monkeypatch.setattr(SubjectRun, "with_test_subset",
+                        lambda self, m: asked.append(m) or whole(self, m))
+    sweep, _, test = summaries.validation_choice(run, "guidance_scale", [1.0], n_boot=20,
+                                                 max_images=7)
+    assert asked == [7]
+    assert (sweep["n_images"] == n).all() and (test["n_images"] == run.dataset.test.n_images).all()
+    with pytest.raises(ValueError, match="max_images: expected at least 1"):
+        val.with_test_subset(0)
+
+
 def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypatch):
     sweep, chosen, test = summaries.validation_choice(run, "guidance_scale", [0.0, 1.0, 3.0],
                                                       n_boot=20)

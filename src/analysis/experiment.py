@@ -309,6 +309,36 @@ class SubjectRun:
         other._monitor = other.learning_curve_monitor()
         return other
 
+    def with_test_subset(self, max_images: int) -> "SubjectRun":
+        """This run scored on at most ``max_images`` of its test images: all of them where
+        there are no more, else ``max_images`` evenly spaced ones (the same ones on every
+        call; images are stored concept by concept, so the subset spans the concepts).
+
+        For sweeps whose cost grows with the images scored: THINGS-MEG's validation split
+        has 2218 images, 11 × its test set. The subset shares this run's training data,
+        features and trained models (the same checkpoints); its test repetitions keep their
+        split into :attr:`test_halves`.
+        """
+        n = self.dataset.test.n_images
+        if max_images < 1:
+            raise ValueError(f"max_images: expected at least 1, found {max_images}")
+        if n <= max_images:
+            return self
+        rows = np.unique(np.linspace(0, n - 1, max_images).round().astype(int))
+        other = SubjectRun(self.dataset_name, self.root, self.subject, self.profile,
+                           self.workdir, self.device, self.progress)
+        other.conditionings = self.conditionings
+        dataset = self.dataset
+        noiseless = None if dataset.noiseless is None else dict(
+            dataset.noiseless, test=dataset.noiseless["test"][rows])
+        other.__dict__["dataset"] = replace(dataset, test=dataset.test.take(rows),
+                                            noiseless=noiseless)
+        other.__dict__["features"] = self.features
+        other.__dict__["test_halves"] = tuple(half[rows] for half in self.test_halves)
+        other._models = self._models  # the same training data: the same generators
+        other._monitor = self._monitor
+        return other
+
     def learning_curve_monitor(self):
         """A training monitor: the encoding score (mean r over channel × time points, no
         ceiling) of a model's conditional mean against :attr:`target_average`. Validation

@@ -147,6 +147,13 @@ class Split:
             return view
         return self.signals.mean(axis=1)
 
+    def take(self, rows: Sequence[int]) -> "Split":
+        """The images at ``rows`` (indices along axis 0, in that order), signals copied."""
+        rows = [int(i) for i in rows]
+        paths = None if self.image_paths is None else [self.image_paths[i] for i in rows]
+        return Split(self.signals[rows], [self.image_ids[i] for i in rows],
+                     [self.concepts[i] for i in rows], paths, source=self.source)
+
     def missing_images(self) -> list[Path]:
         """Image paths that do not exist on disk (empty when all are present)."""
         if self.image_paths is None:

@@ -37,6 +37,13 @@ def sampler_label(run: SubjectRun) -> str:
     return SAMPLERS[run.profile.sampling.method].name
 
 
+#: Validation images a sampling sweep scores at most (evenly spaced ones beyond it:
+#: :meth:`~analysis.experiment.SubjectRun.with_test_subset`). Twice the THINGS test set:
+#: each setting samples every image, and THINGS-MEG's 2218 validation images made the
+#: page's two sweeps take over an hour on 2 CPU cores; the built-in book's validation
+#: split is smaller, so it is scored whole.
+SWEEP_MAX_IMAGES = 400
+
 #: The test rows' ``role`` where validation could not choose (images shown once).
 NOT_CHOSEN = "profile default (validation cannot measure the criterion)"
 
@@ -62,7 +69,7 @@ def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
         recording's (:func:`~analysis.evaluation.realism.single_trial_snr`; 1 = as noisy as
         real trials; NaN where the target has one repetition per image, as THINGS-MEG's
         training images do, so the recording's SNR cannot be measured), with ``parameter``
-        and ``setting`` columns.
+        and ``setting`` columns, and ``n_images`` (how many images were scored).
     """
     from ..evaluation.realism import single_trial_snr
 
@@ -76,8 +83,8 @@ def sampling_sweep(run: SubjectRun, parameter: str, values: Sequence,
                              "ci_low": np.nan, "ci_high": np.nan, "ceiling": np.nan,
                              "pct_of_ceiling": np.nan}
                             for _, row in rows.drop_duplicates("ceiling_method").iterrows()])
-        frames.append(pd.concat([rows, snr], ignore_index=True).assign(parameter=parameter,
-                                                                       setting=v))
+        frames.append(pd.concat([rows, snr], ignore_index=True).assign(
+            parameter=parameter, setting=v, n_images=len(samples)))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -105,11 +112,13 @@ def chosen_setting(sweep: pd.DataFrame, metric: str = "encoding_score") -> objec
 
 def validation_choice(run: SubjectRun, parameter: str, values: Sequence,
                       conditioning: str = "cross_attention", *, n_boot: int = 500,
-                      seed: int = 0) -> tuple[pd.DataFrame, object, pd.DataFrame]:
+                      seed: int = 0, max_images: int = SWEEP_MAX_IMAGES
+                      ) -> tuple[pd.DataFrame, object, pd.DataFrame]:
     """Choose a sampling setting on the validation concepts, then score the test set once.
 
     The sweep runs on :attr:`~analysis.experiment.SubjectRun.validation` (a generator
-    trained without the validation concepts, scored on them); the setting that is best
+    trained without the validation concepts, scored on at most ``max_images`` of them,
+    its ``n_images`` column); the setting that is best
     there by :data:`CRITERIA` is chosen (:func:`chosen_setting`). Only then is the test set
     scored, at the chosen setting and at the profile's own, so the two can be compared.
 
@@ -124,8 +133,8 @@ def validation_choice(run: SubjectRun, parameter: str, values: Sequence,
         :func:`sampling_sweep` rows on the test set for the chosen and the profile's value
         (``split='test'``, ``role`` ``'chosen on validation'`` / ``'profile default'``).
     """
-    sweep = sampling_sweep(run.validation, parameter, values, conditioning, n_boot=n_boot,
-                           seed=seed).assign(split="validation")
+    sweep = sampling_sweep(run.validation.with_test_subset(max_images), parameter, values,
+                           conditioning, n_boot=n_boot, seed=seed).assign(split="validation")
     default = getattr(run.profile.sampling, parameter)
     try:
         chosen = chosen_setting(sweep, CRITERIA.get(parameter, "encoding_score"))
