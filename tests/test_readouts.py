@@ -11,7 +11,8 @@ from analysis.data.images import CONTINUOUS_RANGES, HUES, SHAPES, TEXTURES, all_
 from analysis.readouts import (attribute_features, encoder_name, pixel_features, split_rows,
                                stage_slices, token_grid_means, validation_score)
 from analysis.encoders import ImageFeatures
-from analysis.validation import concept_draw, rows_of, validation_dataset, validation_mask
+from analysis.training import dataset_fingerprint
+from analysis.validation import concept_draw, rows_of, split_validation, validation_mask
 
 
 def test_pixel_features_are_down_sampled_rgb_in_unit_range(tmp_path):
@@ -96,17 +97,36 @@ def _dataset(seed: int = 0):
                           {"dataset": "simulated", "subject": 1}, noiseless)
 
 
+def test_the_fitting_and_validation_splits_share_their_training_images():
+    dataset = _dataset()
+    held = validation_mask(dataset.train.concepts)
+    assert 0 < held.sum() < len(held)
+    fitting, validation = split_validation(dataset)
+    # Models fit on one are the other's: the very same training split.
+    assert fitting.train is validation.train
+    assert fitting.train.image_ids == [i for i, m in zip(dataset.train.image_ids, held) if not m]
+    assert fitting.test is dataset.test
+    np.testing.assert_array_equal(fitting.noiseless["test"], dataset.noiseless["test"])
+    np.testing.assert_array_equal(fitting.noiseless["train"], dataset.noiseless["train"][~held])
+    assert validation.test.image_ids == [i for i, m in zip(dataset.train.image_ids, held) if m]
+    np.testing.assert_array_equal(validation.noiseless["test"], dataset.noiseless["train"][held])
+    assert (fitting.meta["split"], validation.meta["split"]) == ("fitting", "validation")
+    assert "split" not in dataset.meta  # the recording's own meta is left alone
+    # ... and so the same checkpoint key.
+    assert dataset_fingerprint(fitting) == dataset_fingerprint(validation)
+
+
 def test_a_large_validation_split_is_memory_mapped_from_the_cache(tmp_path):
     dataset = _dataset()
     held = validation_mask(dataset.train.concepts)
-    in_memory = validation_dataset(dataset)
+    in_memory = split_validation(dataset)[1]
     assert not isinstance(in_memory.train.signals, np.memmap)
     np.testing.assert_array_equal(in_memory.train.signals, dataset.train.signals[~held])
     np.testing.assert_array_equal(in_memory.test.signals, dataset.train.signals[held])
     # Over the limit (here: 100 bytes), the fitting part is a read-only memory map of a
     # cached file, written in blocks, with the same values; the small held-out part stays
     # in memory.
-    mapped = validation_dataset(dataset, tmp_path, max_in_memory_bytes=100)
+    mapped = split_validation(dataset, tmp_path, max_in_memory_bytes=100)[1]
     assert isinstance(mapped.train.signals, np.memmap) and not mapped.train.signals.flags.writeable
     np.testing.assert_array_equal(mapped.train.signals, in_memory.train.signals)
     np.testing.assert_array_equal(mapped.noiseless["train"], in_memory.noiseless["train"])
@@ -115,9 +135,9 @@ def test_a_large_validation_split_is_memory_mapped_from_the_cache(tmp_path):
     assert len(files) == 2 and files[0].startswith("fitting-") and "noiseless" in files[1]
     # The same data again reuse the files; other data get their own.
     stamp = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    validation_dataset(dataset, tmp_path, max_in_memory_bytes=100)
+    split_validation(dataset, tmp_path, max_in_memory_bytes=100)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamp
-    other = validation_dataset(_dataset(seed=1), tmp_path, max_in_memory_bytes=100)
+    other = split_validation(_dataset(seed=1), tmp_path, max_in_memory_bytes=100)[1]
     assert len(list(tmp_path.iterdir())) == 4
     assert not np.array_equal(other.train.signals, mapped.train.signals)
 

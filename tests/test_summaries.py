@@ -531,15 +531,32 @@ def test_calibration_scores_every_reference_and_model_and_give_verdicts(runs):
 
 
 def test_validation_run_holds_out_concepts_and_never_sees_the_test_set(run):
-    from analysis.validation import validation_mask
+    from analysis.validation import VALIDATION_FRACTION, concept_draw
+
+    def held_out(concepts):
+        return {concept_draw(c) < VALIDATION_FRACTION for c in concepts}
 
     val = run.validation
-    held = validation_mask(run.dataset.train.concepts)
-    assert val.dataset.test.image_ids == [i for i, m in zip(run.dataset.train.image_ids, held) if m]
+    # Every model of the run is fit on the fitting concepts; the validation run scores the
+    # held-out ones, with the very same generators (one checkpoint, its learning curve in it).
+    assert val.dataset.train is run.dataset.train
+    assert held_out(val.dataset.test.concepts) == {True}
+    assert held_out(run.dataset.train.concepts) == {False}
+    assert (run.dataset.train.n_images + val.dataset.test.n_images
+            == SIZE.n_train_concepts * SIZE.n_train_images_per_concept)
     assert not set(val.dataset.train.concepts) & set(val.dataset.test.concepts)
     assert not set(val.dataset.test.image_ids) & set(run.dataset.test.image_ids)
     assert val.target.shape[1] == SIZE.n_train_reps  # every repetition is the target
     assert val.features is run.features
+    assert val.model("cross_attention") is run.model("cross_attention")
+    assert run.model("cross_attention").info["curve"]
+    # What each saves beside that checkpoint for its own images stays apart.
+    assert run.validation.validation is val and val.images == "validation" and run.images == ""
+    np.testing.assert_array_equal(val.conditional_mean().shape[0], val.dataset.test.n_images)
+    assert run.conditional_mean().shape[0] == run.dataset.test.n_images
+    folder = run.model("cross_attention").path.parent
+    assert {"conditional_mean.npz", "conditional_mean-validation.npz"} <= {
+        p.name for p in folder.iterdir()}
 
 
 def test_a_sweep_on_many_validation_images_samples_an_evenly_spaced_subset(run, monkeypatch):

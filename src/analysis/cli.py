@@ -122,15 +122,19 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def _load_for_model(args: argparse.Namespace):
-    """Profile, dataset and features for the train / generate commands."""
+    """Profile, dataset and features for the train / generate commands: the dataset's
+    training images are the fitting concepts' (:func:`~analysis.validation.split_validation`),
+    as in the book, so both train and find the same checkpoints."""
     from . import pipeline
+    from .validation import split_validation
 
     profile = get_profile(args.profile)
     profile = replace(profile, encoder=encoder_from_args(args, profile.encoder))
     root = Path(args.root) if args.root else default_data_root(args.profile)
-    dataset = pipeline.load_dataset(args.dataset, root, args.subject)
-    features = pipeline.dataset_features(dataset, profile.encoder, args.cache_dir,
+    recording = pipeline.load_dataset(args.dataset, root, args.subject)
+    features = pipeline.dataset_features(recording, profile.encoder, args.cache_dir,
                                          device=args.device, progress=not args.quiet)
+    dataset, _ = split_validation(recording, Path(args.cache_dir).parent / "validation")
     return profile, dataset, features
 
 

@@ -85,22 +85,41 @@ class SubjectRun:
         #: The generators this subject trains and its pages show.
         self.conditionings = self.profile.conditionings(ablation)
         self._models: dict[str, TrainedModel] = {}
-        self._monitor = None  # the validation run's learning-curve scorer
+        #: Which images :attr:`dataset`'s ``test`` holds: ``''`` the test set, else a name
+        #: (``'validation'``, ``'validation-400of2218'``) that keeps what is saved beside a
+        #: checkpoint for them apart from the test set's.
+        self.images = ""
         self._references: dict[tuple, np.ndarray] = {}
         self._timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ inputs
 
     @cached_property
+    def _split(self):
+        """``(fitting, validation)`` datasets (:func:`analysis.validation.split_validation`)
+        of the recording, and the paths and ids of all its images
+        (:func:`~analysis.pipeline.dataset_images`). The recording is not kept: at
+        THINGS-MEG's size it is 7 GB, and the fitting part beyond 1 GiB is a memory map in
+        the work folder's cache."""
+        from .validation import split_validation
+
+        recording = pipeline.load_dataset(self.dataset_name, self.root, self.subject)
+        return (*split_validation(recording, self.workdir / "cache" / "validation"),
+                pipeline.dataset_images(recording))
+
+    @cached_property
     def dataset(self):
-        return pipeline.load_dataset(self.dataset_name, self.root, self.subject)
+        """The subject's data as every model sees it: ``train`` the *fitting* concepts'
+        images (the validation concepts' are held out, :attr:`validation`), ``test`` the
+        test set. Generators, ridge and the train mean are all fit on ``train``."""
+        return self._split[0]
 
     @cached_property
     def features(self):
         start = time.perf_counter()
-        features = pipeline.dataset_features(self.dataset, self.profile.encoder,
-                                             self.workdir / "cache" / "features",
-                                             device=self.device, progress=self.progress)
+        features = pipeline.image_features(*self._split[2], self.profile.encoder,
+                                           self.workdir / "cache" / "features",
+                                           device=self.device, progress=self.progress)
         self._timings["features_s"] = time.perf_counter() - start
         return features
 
@@ -114,9 +133,9 @@ class SubjectRun:
             # These read-outs are named "(random init)" where they are; one warning per page
             # about an ablation would read as if the page's own encoder were random.
             warnings.simplefilter("ignore", RandomInitWarning)
-            return [pipeline.dataset_features(self.dataset, config,
-                                              self.workdir / "cache" / "features",
-                                              device=self.device, progress=self.progress)
+            return [pipeline.image_features(*self._split[2], config,
+                                            self.workdir / "cache" / "features",
+                                            device=self.device, progress=self.progress)
                     for config in self.profile.readout_encoders if config != self.profile.encoder]
 
     @property
@@ -147,7 +166,7 @@ class SubjectRun:
             self._models[key] = pipeline.train_generator(
                 self.dataset, self.features, conditioning, self.profile,
                 self.workdir / "checkpoints", device=self.device, progress=self.progress,
-                monitor=self._monitor, **train_overrides)
+                monitor=self.curve_monitor, **train_overrides)
             self._timings[f"train_{conditioning}_s"] = time.perf_counter() - start
         return self._models[key]
 
@@ -162,14 +181,15 @@ class SubjectRun:
         """
         trained = self.model(conditioning, **(train_overrides or {}))
         sampling = self.sampling(**sampling_changes)
-        path = trained.path.parent / f"{pipeline.generated_name(sampling)}.npz"
+        path = trained.path.parent / f"{pipeline.generated_name(sampling, self.images)}.npz"
         if path.is_file():
             with np.load(path) as saved:
                 if list(saved["image_ids"]) == self.dataset.test.image_ids:
                     return saved["signals"]
         start = time.perf_counter()
         signals = pipeline.generate_test_set(trained, self.dataset, self.features, sampling,
-                                             device=self.device, progress=self.progress)
+                                             device=self.device, progress=self.progress,
+                                             images=self.images)
         self._timings[f"generate_{conditioning}_s"] = time.perf_counter() - start
         return signals
 
@@ -203,7 +223,8 @@ class SubjectRun:
         :meth:`~analysis.training.TrainedModel.conditional_mean`), shape
         (n_test_images, n_channels, n_times); saved next to the checkpoint."""
         trained = self.model(conditioning, **(train_overrides or {}))
-        path = trained.path.parent / "conditional_mean.npz"
+        path = trained.path.parent / ("conditional_mean"
+                                      + (f"-{self.images}" if self.images else "") + ".npz")
         if path.is_file():
             with np.load(path) as saved:
                 if list(saved["image_ids"]) == self.dataset.test.image_ids:
@@ -236,11 +257,10 @@ class SubjectRun:
                    n_boot: int = 500, **train_overrides) -> dict:
         """The model card of this run's ``conditioning`` generator (:mod:`analysis.model_card`).
 
-        With ``validate``, the recipe's validation score goes into it: the twin trained the
-        same way without the validation concepts (:attr:`validation`, trained if needed)
-        scores its conditional mean there, encoding score with a bootstrap CI over the
-        validation images, beside ridge on the same images. Without, a score written before
-        is kept.
+        With ``validate``, its validation score goes into it: the generator's conditional
+        mean on the validation concepts, which it never saw (:attr:`validation`), encoding
+        score with a bootstrap CI over the validation images, beside ridge's there. Without,
+        a score written before is kept.
         """
         from .model_card import read_model_card, write_model_card
 
@@ -255,15 +275,15 @@ class SubjectRun:
                 "metric": "encoding score (mean r over channels × times)",
                 **self.validation_encoding_score(conditioning, n_boot=n_boot, **train_overrides),
                 "baseline": "ridge", "n_images": int(self.validation.dataset.test.n_images),
-                "note": ("A twin trained the same way without the validation concepts, scored "
-                         "on them; its conditional mean (x̂0 at t = T)."),
+                "note": ("This generator's conditional mean (x̂0 at t = T) on the validation "
+                         "concepts, held out from its training."),
             }
         return write_model_card(trained, self.dataset, validation=validation)
 
     def validation_encoding_score(self, conditioning: str, *, n_boot: int = 500,
-                         **train_overrides) -> dict:
-        """Encoding score of the ``conditioning`` twin's conditional mean on the validation
-        concepts (:attr:`validation`; trained if needed), beside ridge's there.
+                                  **train_overrides) -> dict:
+        """Encoding score of the ``conditioning`` generator's conditional mean on the
+        validation concepts (:attr:`validation`), beside ridge's there.
 
         Returns
         -------
@@ -288,25 +308,27 @@ class SubjectRun:
     @cached_property
     def validation(self) -> "SubjectRun":
         """This subject with its validation concepts as the test set: what choices are
-        scored on (:func:`analysis.validation.validation_dataset`).
+        scored on (:func:`analysis.validation.split_validation`).
 
-        It shares this run's features and work folder; its generators are trained on the
-        fitting concepts only (their own checkpoints, since the training data differ), with
-        a learning curve on the validation concepts (:meth:`learning_curve_monitor`), and
-        scored against every repetition of the validation images (no ``real_half``: its
-        references other than ``ridge_noise`` / ``mean_noise`` are unavailable). The real
-        test images play no part in it.
+        It shares this run's features, work folder, training data and so its generators
+        (:attr:`dataset` holds the fitting concepts only), which train with a learning curve
+        on the validation concepts (:meth:`learning_curve_monitor`). It scores against every
+        repetition of the validation images (no ``real_half``: its references other than
+        ``ridge_noise`` / ``mean_noise`` are unavailable). The real test images play no
+        part in it.
         """
-        from .validation import validation_dataset
-
+        if self.images:
+            return self  # already a validation run (or a subset of one)
         other = SubjectRun(self.dataset_name, self.root, self.subject, self.profile,
                            self.workdir, self.device, self.progress)
-        other.__dict__["dataset"] = validation_dataset(self.dataset,
-                                                       self.workdir / "cache" / "validation")
+        other.conditionings = self.conditionings
+        other.images = "validation"
+        other.__dict__["dataset"] = self._split[1]
         other.__dict__["features"] = self.features
         signals = other.dataset.test.signals
         other.__dict__["test_halves"] = (signals[:, :0], signals)
-        other._monitor = other.learning_curve_monitor()
+        other.__dict__["curve_monitor"] = other.learning_curve_monitor()
+        other._models = self._models  # the same training data: the same generators
         return other
 
     def with_test_subset(self, max_images: int) -> "SubjectRun":
@@ -335,14 +357,22 @@ class SubjectRun:
                                             noiseless=noiseless)
         other.__dict__["features"] = self.features
         other.__dict__["test_halves"] = tuple(half[rows] for half in self.test_halves)
+        other.images = f"{self.images or 'test'}-{len(rows)}of{n}"
         other._models = self._models  # the same training data: the same generators
-        other._monitor = self._monitor
+        other.__dict__["validation"] = self.validation
         return other
+
+    @cached_property
+    def curve_monitor(self):
+        """The training monitor every generator of this subject trains with: the
+        validation run's :meth:`learning_curve_monitor`."""
+        return self.validation.curve_monitor
 
     def learning_curve_monitor(self):
         """A training monitor: the encoding score (mean r over channel × time points, no
-        ceiling) of a model's conditional mean against :attr:`target_average`. Validation
-        runs train with it, so each of their checkpoints carries its learning curve."""
+        ceiling) of a model's conditional mean against :attr:`target_average`. On the
+        validation run (:attr:`validation`) it is every generator's learning curve, recorded
+        in its checkpoint."""
         from .evaluation.metrics import mean_encoding_score
 
         cond = match_features(self.features, self.dataset.test.image_ids)

@@ -4,8 +4,8 @@
 folder: the dataset, subject, channels, sampling rate, epoch window, units and
 preprocessing of the training data; the image encoder and the digest of its weights; the
 architecture, training configuration, optimiser steps and seconds; the validation score
-with its CI where one was measured (a twin trained without the validation concepts, scored
-on them; see :meth:`analysis.experiment.SubjectRun.model_card`); package versions and the
+with its CI where one was measured (on the validation concepts, held out from its training;
+see :meth:`analysis.experiment.SubjectRun.model_card`); package versions and the
 date. :func:`analysis.training.train_or_load` writes the card when training finishes.
 """
 
@@ -70,7 +70,8 @@ def card_markdown(card: dict) -> str:
     data, enc, arch, train = card["data"], card["encoder"], card["architecture"], card["training"]
     val = card["validation"]
     if val is None:
-        validation = "not measured for this checkpoint (no validation twin was trained)."
+        validation = ("not measured for this checkpoint (`SubjectRun.model_card(validate=True)` "
+                      "measures it).")
     else:
         validation = (f"{val['metric']} {val['value']:.3f} [95 % CI {val['ci_low']:.3f}, "
                       f"{val['ci_high']:.3f}] on {val['n_images']} validation images"

@@ -38,9 +38,8 @@ def load_dataset(name: str, root: str | Path, subject: int) -> EpochedDataset:
     return loaders[name](Path(root), subject)
 
 
-def dataset_features(dataset: EpochedDataset, encoder: EncoderConfig, cache_dir: str | Path,
-                     *, device: str | None = None, progress: bool = True) -> ImageFeatures:
-    """Image features of all training and test images of ``dataset`` (cached on disk).
+def dataset_images(dataset: EpochedDataset) -> tuple[list, list[str]]:
+    """Paths and ids of all training and test images of ``dataset``, in that order.
 
     Raises
     ------
@@ -54,6 +53,22 @@ def dataset_features(dataset: EpochedDataset, encoder: EncoderConfig, cache_dir:
                              "paths; the images are needed to compute features")
         paths += split.image_paths
         ids += split.image_ids
+    return paths, ids
+
+
+def dataset_features(dataset: EpochedDataset, encoder: EncoderConfig, cache_dir: str | Path,
+                     *, device: str | None = None, progress: bool = True) -> ImageFeatures:
+    """Image features of all training and test images of ``dataset`` (cached on disk;
+    :func:`image_features` of :func:`dataset_images`)."""
+    return image_features(*dataset_images(dataset), encoder, cache_dir, device=device,
+                          progress=progress)
+
+
+def image_features(paths: list, ids: list[str], encoder: EncoderConfig, cache_dir: str | Path,
+                   *, device: str | None = None, progress: bool = True) -> ImageFeatures:
+    """Image features of these images, cached on disk under ``cache_dir`` (keyed by the
+    encoder, its weights and the images; found through the feature index without building
+    the encoder)."""
     # Known from the index (analysis.encoders.feature_index): no encoder built.
     hashes = feature_index.image_hashes(paths)
     known = feature_index.lookup(encoder, paths, ids, cache_dir, hashes)
@@ -95,8 +110,9 @@ def train_generator(dataset: EpochedDataset, features: ImageFeatures, conditioni
 
 def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: ImageFeatures,
                       sampling: SamplingConfig, *, device: str | None = None,
-                      progress: bool = True, save: bool = True) -> np.ndarray:
-    """Generate signals for every test image; optionally save them next to the checkpoint.
+                      progress: bool = True, save: bool = True, images: str = "") -> np.ndarray:
+    """Generate signals for every test image; optionally save them next to the checkpoint,
+    named by :func:`generated_name` (``images`` tells which image set, ``''`` the test set).
 
     Returns
     -------
@@ -110,7 +126,7 @@ def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: 
                                seed=sampling.seed, device=device, progress=progress)
     seconds = time.perf_counter() - start
     if save:
-        name = generated_name(sampling)
+        name = generated_name(sampling, images)
         folder = trained.path.parent
         atomic_write(folder / f"{name}.npz", lambda fh: np.savez(
             fh, signals=signals, image_ids=np.array(dataset.test.image_ids)), overwrite=True)
@@ -123,13 +139,15 @@ def generate_test_set(trained: TrainedModel, dataset: EpochedDataset, features: 
     return signals
 
 
-def generated_name(sampling: SamplingConfig) -> str:
+def generated_name(sampling: SamplingConfig, images: str = "") -> str:
     """File stem for a set of generated signals, e.g. ``generated-ddim50-w1-n4-s0``
-    (``ddim50-eta1`` for stochastic DDIM, ``dpmpp20`` for DPM-Solver++, ``ddpmall``)."""
+    (``ddim50-eta1`` for stochastic DDIM, ``dpmpp20`` for DPM-Solver++, ``ddpmall``), and
+    ``-<images>`` for an image set other than the test set (e.g. ``-validation``: one
+    checkpoint generates for both, and neither file may replace the other)."""
     steps = "all" if sampling.method == "ddpm" else sampling.steps
     eta = f"-eta{sampling.eta:g}" if sampling.method == "ddim" and sampling.eta else ""
     return (f"generated-{sampling.method}{steps}{eta}-w{sampling.guidance_scale:g}"
-            f"-n{sampling.n_samples}-s{sampling.seed}")
+            f"-n{sampling.n_samples}-s{sampling.seed}" + (f"-{images}" if images else ""))
 
 
 def with_sampling(profile: Profile, **changes) -> SamplingConfig:

@@ -53,11 +53,8 @@ GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_realism", "group
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity",
                        "group_ablation": "subject_03_fidelity"}
 ABLATION_PAGE = "group_ablation"
-# Subject pages with a costly part that only the first subject of a run does, and the
-# boolean parameter that switches it on (the model card's validation twin: the sampling page
-# trains the first subject's anyway). Every subject page also takes ``ablation``: the first
-# subject trains and shows the ablation's generators (Profile.conditionings).
-FIRST_SUBJECT_ONLY = {"subject_02_training": "validate_card"}
+# Every subject page takes ``ablation``: the first subject trains and shows the ablation's
+# generators (Profile.conditionings).
 # Group pages that load models another group page trains: they wait for it, rather than
 # train the same checkpoint at the same time (none today: the ablation page trains its
 # seed models itself).
@@ -257,8 +254,6 @@ def plan_pages(dataset: str, subjects: list[int], everyone: list[int], common: d
         for name in SUBJECT_NOTEBOOKS:
             key = f"sub-{subject:02d}/{name}"
             parameters = {**common, "subject": subject, "ablation": subject == everyone[0]}
-            if name in FIRST_SUBJECT_ONLY:
-                parameters[FIRST_SUBJECT_ONLY[name]] = subject == everyone[0]
             pages.append(Page(key, templates / f"{name}.ipynb",
                               subject_folder(book_root, dataset, subject) / f"{name}.ipynb",
                               parameters, previous))

@@ -90,18 +90,18 @@ def rows_of(array: np.ndarray, mask: np.ndarray, cache: Path | None = None,
     return np.load(cache, mmap_mode="r")
 
 
-def validation_dataset(dataset, cache_dir: str | Path | None = None,
-                       max_in_memory_bytes: int = IN_MEMORY_LIMIT_BYTES):
-    """The subject's data with the validation concepts as its test set.
+def split_validation(dataset, cache_dir: str | Path | None = None,
+                     max_in_memory_bytes: int = IN_MEMORY_LIMIT_BYTES):
+    """The subject's data split for fitting and for validation.
 
-    ``train`` keeps the fitting concepts, ``test`` holds the validation concepts' training
-    images (their few training repetitions); the real test images are left out entirely,
-    so nothing fitted or chosen on the result can depend on them. Simulated noiseless
-    means follow the same split. ``meta['split'] = 'validation'`` marks it.
+    Every generator and baseline is fit on the *fitting* concepts only, so that the
+    validation concepts score the very models the book reports (learning curves, sampling
+    choices, model cards), not twins of them.
 
     Parameters
     ----------
     dataset : EpochedDataset
+        The whole recording.
     cache_dir : path, optional
         Where a fitting part larger than ``max_in_memory_bytes`` is kept as a memory-mapped
         ``.npy`` (:func:`rows_of`), keyed by a digest of the training data; ``None``: always
@@ -109,7 +109,16 @@ def validation_dataset(dataset, cache_dir: str | Path | None = None,
 
     Returns
     -------
-    EpochedDataset
+    fitting : EpochedDataset
+        ``train`` holds the fitting concepts' images, ``test`` the real test set;
+        ``meta['split'] = 'fitting'``.
+    validation : EpochedDataset
+        The same ``train`` (the same object: models fit on one are the other's), and as
+        ``test`` the validation concepts' training images with their few repetitions; the
+        real test images are left out entirely, so nothing fitted or chosen on it can depend
+        on them; ``meta['split'] = 'validation'``.
+
+    Simulated noiseless means follow the same split.
     """
     from .data.contract import EpochedDataset, Split
 
@@ -128,18 +137,24 @@ def validation_dataset(dataset, cache_dir: str | Path | None = None,
             digest.append(hashlib.sha256(content.encode()).hexdigest()[:16])
         return Path(cache_dir) / f"{name}-{digest[0]}.npy"
 
-    def part(mask: np.ndarray, name: str | None = None) -> Split:
+    def part(mask: np.ndarray, source: str, name: str | None = None) -> Split:
         paths = None if train.image_paths is None else [
             p for p, m in zip(train.image_paths, mask) if m]
         signals = rows_of(train.signals, mask, name and cache(name), max_in_memory_bytes)
         return Split(signals, [i for i, m in zip(train.image_ids, mask) if m],
                      [c for c, m in zip(train.concepts, mask) if m], paths,
-                     source=f"{train.source} (validation split)")
+                     source=f"{train.source} ({source})")
 
-    noiseless = None
+    fitting = part(~held, "fitting concepts", "fitting")
+    fitting_noiseless = validation_noiseless = None
     if dataset.noiseless is not None:
-        noiseless = {"train": rows_of(dataset.noiseless["train"], ~held,
-                                      cache("fitting-noiseless"), max_in_memory_bytes),
-                     "test": dataset.noiseless["train"][held]}
-    return EpochedDataset(part(~held, "fitting"), part(held), dataset.info, dataset.times,
-                          dict(dataset.meta, split="validation"), noiseless)
+        noiseless_fitting = rows_of(dataset.noiseless["train"], ~held,
+                                    cache("fitting-noiseless"), max_in_memory_bytes)
+        fitting_noiseless = dict(dataset.noiseless, train=noiseless_fitting)
+        validation_noiseless = {"train": noiseless_fitting,
+                                "test": dataset.noiseless["train"][held]}
+    return (EpochedDataset(fitting, dataset.test, dataset.info, dataset.times,
+                           dict(dataset.meta, split="fitting"), fitting_noiseless),
+            EpochedDataset(fitting, part(held, "validation concepts"), dataset.info,
+                           dataset.times, dict(dataset.meta, split="validation"),
+                           validation_noiseless))
