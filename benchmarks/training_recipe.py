@@ -70,7 +70,7 @@ def main() -> None:
         profile = dataclasses.replace(profile, unet={**profile.unet, **spec.get("unet", {})})
         root = ensure_dataset("simulated", None, profile, args.workdir, subjects=[args.subject])
         run = SubjectRun("simulated", root, args.subject, profile, args.workdir, progress=False)
-        results[name] = {"unet": profile.unet, **score_variant(
+        results[name] = {"subject": args.subject, "unet": profile.unet, **score_variant(
             run, spec.get("conditioning", "cross_attention"), spec.get("train", {}),
             args.n_samples, args.guidance, args.steps)}
         print(name, json.dumps(results[name]), flush=True)
