@@ -223,8 +223,7 @@ class SubjectRun:
         :meth:`~analysis.training.TrainedModel.conditional_mean`), shape
         (n_test_images, n_channels, n_times); saved next to the checkpoint."""
         trained = self.model(conditioning, **(train_overrides or {}))
-        path = trained.path.parent / ("conditional_mean"
-                                      + (f"-{self.images}" if self.images else "") + ".npz")
+        path = trained.path.parent / f"conditional_mean{pipeline.image_set_suffix(self.images)}.npz"
         if path.is_file():
             with np.load(path) as saved:
                 if list(saved["image_ids"]) == self.dataset.test.image_ids:

@@ -147,7 +147,13 @@ def generated_name(sampling: SamplingConfig, images: str = "") -> str:
     steps = "all" if sampling.method == "ddpm" else sampling.steps
     eta = f"-eta{sampling.eta:g}" if sampling.method == "ddim" and sampling.eta else ""
     return (f"generated-{sampling.method}{steps}{eta}-w{sampling.guidance_scale:g}"
-            f"-n{sampling.n_samples}-s{sampling.seed}" + (f"-{images}" if images else ""))
+            f"-n{sampling.n_samples}-s{sampling.seed}{image_set_suffix(images)}")
+
+
+def image_set_suffix(images: str) -> str:
+    """What names a file saved beside a checkpoint for an image set other than the test
+    set (``images``, e.g. ``'validation'``): ``'-validation'``; ``''`` for the test set."""
+    return f"-{images}" if images else ""
 
 
 def with_sampling(profile: Profile, **changes) -> SamplingConfig:
