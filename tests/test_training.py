@@ -128,6 +128,28 @@ def test_every_conditioning_trains_and_samples(dataset, features, tmp_path, cond
     assert signals.shape == (2, 1, 17, 100) and np.isfinite(signals).all()
 
 
+@pytest.mark.parametrize("conditioning", ["cross_attention", "film"])
+def test_a_network_that_reads_leading_feature_components_trains_loads_and_samples(
+        dataset, features, tmp_path, conditioning):
+    model_config = model_config_for(dataset, features, conditioning, **UNET, feature_components=2)
+    assert (model_config.embed_dim, model_config.token_dim) == (2, 2)  # of 6 and 5
+    trained = train_or_load(dataset, features, model_config, dataclasses.replace(TRAIN, epochs=1),
+                            tmp_path, device="cpu", progress=False)
+    assert trained.feature_scaler.pooled_basis.shape == (6, 2)
+    assert (trained.feature_scaler.tokens_basis is None) == (conditioning != "cross_attention")
+    again = train_or_load(dataset, features, model_config, dataclasses.replace(TRAIN, epochs=1),
+                          tmp_path, device="cpu", progress=False)
+    assert again.loaded  # the bases came back from the checkpoint
+    torch.testing.assert_close(again.feature_scaler.pooled_basis, trained.feature_scaler.pooled_basis)
+    cond = match_features(features, dataset.test.image_ids[:2])
+    signals = again.generate(cond, method="ddim", steps=3, device="cpu")
+    assert signals.shape == (2, 1, 17, 100) and np.isfinite(signals).all()
+    # Keeping every component is another network, with another checkpoint.
+    full = model_config_for(dataset, features, conditioning, **UNET)
+    assert checkpoint_key(dataset, features, full, TRAIN) != checkpoint_key(
+        dataset, features, model_config, TRAIN)
+
+
 def test_normalizer_removes_the_grand_average_and_keeps_the_topography():
     rng = np.random.default_rng(0)
     erp = np.sin(np.linspace(0, 3, 10))  # shared by all images

@@ -91,3 +91,66 @@ def test_cross_attention_gets_gradients_from_the_loss():
     loss = model(torch.randn(4, 17, 100), torch.randint(0, 1000, (4,)), condition(4)).pow(2).mean()
     loss.backward()
     assert model.context.token_proj[1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kdim", [None, 6])  # self-attention (packed weights) and cross
+def test_attention_by_matrix_products_is_torchs_multi_head_attention(kdim):
+    from torch import nn
+
+    from analysis.models.conditioning import multi_head_attention
+
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(16, 4, kdim=kdim, vdim=kdim, batch_first=True)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # biases and out_proj non-zero
+    query = torch.randn(3, 11, 16, requires_grad=True)
+    memory = torch.randn(3, 5, kdim or 16, requires_grad=True)
+    expected, _ = attn(query, memory, memory, need_weights=False)
+    got = multi_head_attention(attn, query, memory)
+    assert got.shape == (3, 11, 16)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # The same gradients, for the inputs and every weight.
+    grads = torch.autograd.grad(expected.square().sum(), [query, memory, *attn.parameters()])
+    mine = torch.autograd.grad(got.square().sum(), [query, memory, *attn.parameters()])
+    for a, b in zip(grads, mine):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)  # the key bias: ~0 by theory
+
+
+def test_principal_axes_recover_a_known_rotation_in_order_of_variance():
+    from analysis.models.conditioning import principal_axes
+
+    g = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))
+    latent = torch.randn(20000, 4, generator=g) * torch.tensor([5.0, 3.0, 1.0, 0.2])
+    axes = principal_axes(latent @ rotation.T + 7.0, 2)  # an offset changes nothing
+    assert axes.shape == (4, 2)
+    # The first two columns of the rotation, each up to its sign.
+    torch.testing.assert_close(axes.T @ rotation[:, :2], torch.diag(torch.sign(
+        (axes.T @ rotation[:, :2]).diagonal())), atol=0.02, rtol=0)
+    assert principal_axes(latent, 9).shape == (4, 4)  # never more than there are
+    with pytest.raises(ValueError, match="n_components: expected at least 1"):
+        principal_axes(latent, 0)
+
+
+def test_feature_scaler_keeps_leading_components_of_pooled_and_tokens():
+    from analysis.models.conditioning import FeatureScaler
+
+    g = torch.Generator().manual_seed(1)
+    cond = Condition(torch.randn(50, 8, generator=g) @ torch.randn(8, 8, generator=g),
+                     torch.randn(50, 5, 6, generator=g))
+    full = FeatureScaler.fit(cond)
+    reduced = FeatureScaler.fit(cond, n_components=3)
+    out = reduced(cond)
+    assert out.pooled.shape == (50, 3) and out.tokens.shape == (50, 5, 3)
+    # The projection of the z-scored features onto their leading axes, by decreasing variance.
+    torch.testing.assert_close(out.pooled, full(cond).pooled @ reduced.pooled_basis)
+    variances = out.pooled.var(0)
+    assert (variances[:-1] >= variances[1:]).all()
+    # It survives the checkpoint (state), and without components nothing is projected.
+    again = FeatureScaler(**reduced.state())(cond)
+    torch.testing.assert_close(again.tokens, out.tokens)
+    assert "pooled_basis" not in full.state() and full(cond).pooled.shape == (50, 8)
+    # The network's input sizes follow (training.model_config_for).
+    from analysis.models.conditioning import n_feature_dims
+    assert (n_feature_dims(1776, 128), n_feature_dims(32, 128), n_feature_dims(32, None)) == (128, 32, 32)

@@ -19,7 +19,7 @@ import torch
 
 from .config import EncoderConfig, get_profile
 from .devices import select_device
-from .models.conditioning import Condition
+from .models.conditioning import Condition, n_feature_dims
 from .models.diffusion import DDIMSampler, DDPMSampler, make_sampler
 from .models.unet1d import UNet1D, UNetConfig
 from .training import TrainConfig, make_diffusion
@@ -73,6 +73,10 @@ def _model_and_inputs(profile: str, conditioning: str, device: torch.device,
     maker of synthetic batches of the real shapes (speed does not depend on the values)."""
     spec = get_profile(profile)
     embed, n_tokens, token_dim = encoder_shapes(spec.encoder)
+    # The dimensions the network reads (its leading principal components, where the
+    # profile keeps some: conditioning.FeatureScaler).
+    embed, token_dim = (n_feature_dims(d, spec.unet.get("feature_components"))
+                        for d in (embed, token_dim))
     unet = UNetConfig(n_channels=n_channels, conditioning=conditioning, embed_dim=embed,
                       token_dim=token_dim, n_tokens=n_tokens, **spec.unet)
     train = TrainConfig(**spec.train)

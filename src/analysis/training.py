@@ -46,7 +46,7 @@ from .provenance import package_versions
 from .data.contract import EpochedDataset
 from .devices import select_device
 from .encoders import ImageFeatures
-from .models.conditioning import Condition, FeatureScaler, inputs_for
+from .models.conditioning import Condition, FeatureScaler, inputs_for, n_feature_dims
 from .ema import EMA
 from .evaluation.stats import blockwise_mean_and_variance
 from .models.diffusion import GaussianDiffusion, make_sampler, make_schedule
@@ -217,8 +217,10 @@ def checkpoint_key(dataset: EpochedDataset, features: ImageFeatures, model: UNet
 def model_config_for(dataset: EpochedDataset, features: ImageFeatures, conditioning: str,
                      **overrides) -> UNetConfig:
     """A U-Net config whose input and context sizes fit this dataset and encoder."""
+    components = overrides.get("feature_components")
     return UNetConfig(n_channels=len(dataset.ch_names), conditioning=conditioning,
-                      embed_dim=features.pooled.shape[1], token_dim=features.tokens.shape[2],
+                      embed_dim=n_feature_dims(features.pooled.shape[1], components),
+                      token_dim=n_feature_dims(features.tokens.shape[2], components),
                       n_tokens=features.tokens.shape[1], **overrides)
 
 
@@ -450,7 +452,7 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
                 for kind in {train_config.targets_at(e) for e in range(train_config.epochs)}}
     cond_all = inputs_for(match_features(features, dataset.train.image_ids),
                           model_config.conditioning)
-    feature_scaler = FeatureScaler.fit(cond_all)
+    feature_scaler = FeatureScaler.fit(cond_all, n_components=model_config.feature_components)
     cond_all = feature_scaler(cond_all)
     preprocessing = {"normalizer": normalizer.state(), "feature_scaler": feature_scaler.state()}
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import (ConcatEncoder, Condition, ContextEncoder, CrossAttention,
-                           FiLMEncoder, check_conditioning)
+                           FiLMEncoder, check_conditioning, multi_head_attention)
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,10 @@ class UNetConfig:
     """Architecture of :class:`UNet1D` (hashed into the checkpoint key).
 
     ``attention_levels`` counts from the lowest resolution: 1 = self-attention only in the
-    middle block and the deepest level.
+    middle block and the deepest level. ``feature_components``: the network reads this many
+    leading principal components of the z-scored image features (pooled embedding and
+    tokens each; fit on the training images, :class:`~analysis.models.conditioning.FeatureScaler`);
+    ``None``: every dimension. ``embed_dim`` and ``token_dim`` are what it reads.
     """
 
     n_channels: int
@@ -42,6 +45,7 @@ class UNetConfig:
     n_tokens: int = 49
     context_dim: int = 128
     concat_maps: int = 16
+    feature_components: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,8 +89,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x).transpose(1, 2)
-        out, _ = self.attn(h, h, h, need_weights=False)
-        return x + out.transpose(1, 2)
+        return x + multi_head_attention(self.attn, h, h).transpose(1, 2)
 
 
 class Level(nn.Module):
