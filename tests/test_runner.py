@@ -37,6 +37,8 @@ def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
              "sub-01/subject_03_fidelity"}
     assert set(pages["group/group_sampling"].after) == first
     assert set(pages["group/group_ablation"].after) == first
+    # The seeds page retrains the first subject's generators: it needs them trained only.
+    assert set(pages["group/group_seeds"].after) == first - {"sub-01/subject_03_fidelity"}
     # A profile that ablates every subject: the ablation page compares them all.
     every = {p.key: p for p in plan_pages("simulated", [1, 2], [1, 2], {}, tmp_path,
                                           ablate_every_subject=True)}
@@ -58,12 +60,14 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     assert path["sub-01/subject_01_overview"] > path["sub-02/subject_01_overview"]
     assert path["sub-02/subject_01_overview"] == path["sub-03/subject_01_overview"]
     # A page's path is its own cost plus the longest path waiting on it, by hand:
-    assert path["group/group_summary"] == 12
-    # features 11, validation 40, realism 10, summary 12, topography 32, reproducibility 12
-    # wait on the last subject page (realism 100), which waits on decoding:
-    assert path["sub-03/subject_06_realism"] == 100 + max(11, 40, 10, 12, 32, 12)
-    assert path["sub-03/subject_05_decoding"] == 90 + path["sub-03/subject_06_realism"]
-    assert path["group/group_sampling"] == 1300  # nothing waits on it
+    assert path["group/group_summary"] == 9
+    # features 9, validation 32, realism 9, summary 9, topography 27, reproducibility 9
+    # wait on the last subject page (realism 70), which waits on decoding:
+    assert path["sub-03/subject_06_realism"] == 70 + max(9, 32, 9, 9, 27, 9)
+    assert path["sub-03/subject_05_decoding"] == 70 + path["sub-03/subject_06_realism"]
+    assert path["group/group_sampling"] == 930  # nothing waits on it
+    # The first subject's training page carries the seeds page (1216) behind it.
+    assert path["sub-01/subject_02_training"] == 420 + 1216
 
 
 def _notebook(path: Path, *sources: str) -> Path:

@@ -373,6 +373,10 @@ def test_inter_subject_topography(runs):
 def test_sweeps_and_seeds(run):
     sweep = summaries.sampling_sweep(run, "guidance_scale", [0.0, 1.0], n_boot=50)
     assert sorted(sweep["setting"].unique()) == [0.0, 1.0]
+    assert (sweep["n_samples"] == run.profile.sampling.n_samples).all()
+    three = summaries.sampling_sweep(run, "guidance_scale", [1.0], n_boot=50, n_samples=3)
+    assert (three["n_samples"] == 3).all()
+    assert run.generated(guidance_scale=1.0, n_samples=3).shape[1] == 3
     seeds = summaries.seed_table(run, (0, 1), n_boot=50)
     assert sorted(seeds["train_seed"].unique()) == [0, 1]
     rows = seeds.query("metric == 'paper_r' and ceiling_method == 'exact'")
@@ -579,6 +583,16 @@ def test_a_sweep_on_many_validation_images_samples_an_evenly_spaced_subset(run, 
                                                  max_images=7)
     assert asked == [7]
     assert (sweep["n_images"] == n).all() and (test["n_images"] == run.dataset.test.n_images).all()
+    # At most SWEEP_SAMPLES samples per validation image (the profile's where fewer), the
+    # profile's number on the test set.
+    assert (sweep["n_samples"] == min(summaries.SWEEP_SAMPLES, run.profile.sampling.n_samples)).all()
+    more = dataclasses.replace(run.profile, sampling=dataclasses.replace(
+        run.profile.sampling, n_samples=summaries.SWEEP_SAMPLES + 2))
+    wide = SubjectRun("simulated", run.root, run.subject, more, run.workdir, device="cpu",
+                      progress=False)
+    sweep, _, test = summaries.validation_choice(wide, "guidance_scale", [1.0], n_boot=20)
+    assert (sweep["n_samples"] == summaries.SWEEP_SAMPLES).all()
+    assert (test["n_samples"] == summaries.SWEEP_SAMPLES + 2).all()
     with pytest.raises(ValueError, match="max_images: expected at least 1"):
         val.with_test_subset(0)
 
@@ -820,7 +834,7 @@ def test_decoding_findings_read_identification_against_chance_and_auc_against_re
     assert invalid.endswith("descriptions, not evidence: top5.")
 
 
-def test_ablation_findings_state_the_oracle_bar_the_group_means_and_the_seed_tests():
+def test_ablation_and_seed_findings_state_the_oracle_bar_the_group_means_and_the_seed_tests():
     means = pd.DataFrame([
         dict(model="cross_attention", quantity="encoding_pct_ceiling", mean=58.2, ci_low=26.5,
              ci_high=89.9, n=3),
@@ -832,22 +846,23 @@ def test_ablation_findings_state_the_oracle_bar_the_group_means_and_the_seed_tes
                                difference=-0.013, ci_low=-0.033, ci_high=0.008, p_holm=0.23)])
     oracle = pd.DataFrame([dict(model="cross_attention on true attributes", pct_of_ridge=105.3),
                            dict(model="ridge on true attributes", pct_of_ridge=100.0)])
-    bar, encoding, seed = summaries.ablation_findings(means, seeds, oracle).split("\n\n")
+    bar, encoding = summaries.ablation_findings(means, oracle).split("\n\n")
     assert bar == ("**Oracle conditioning**: `cross_attention on true attributes` reaches "
                    "105.3 % of ridge's encoding score on the same attributes; it meets the "
                    "90 % bar.")
     assert "mean over 3 subjects" in encoding and "`ridge` 65.4 [52.7, 78.2] %" in encoding
     assert "0.6" not in encoding  # other quantities are not encoding scores
+    low = oracle.assign(pct_of_ridge=[80.0, 100.0])
+    assert "does not meet the 90 % bar" in summaries.ablation_findings(means, low)
+    assert summaries.ablation_findings(means).startswith("**Encoding score**")
+    (seed,) = summaries.seed_findings(seeds).split("\n\n")
     assert seed.endswith("Δ encoding r -0.013 [-0.033, 0.008], Holm-adjusted p = 0.23: "
                          "no difference shown at α = 0.05.")
-    low = oracle.assign(pct_of_ridge=[80.0, 100.0])
-    assert "does not meet the 90 % bar" in summaries.ablation_findings(means, seeds, low)
-    assert summaries.ablation_findings(means, seeds).startswith("**Encoding score**")
     across = pd.DataFrame([dict(conditioning="film", metric="encoding_score", mean=0.2,
                                 ci_low=0.15, ci_high=0.25, n=3),
                            dict(conditioning="film", metric="paper_r", mean=0.5, ci_low=0.4,
                                 ci_high=0.6, n=3)])
-    spread = summaries.ablation_findings(means, seeds, across_seeds=across).split("\n\n")[1]
+    spread, _ = summaries.seed_findings(seeds, across_seeds=across).split("\n\n")
     assert spread == ("Encoding score across training seeds of the first subject (mean, "
                       "Student-t 95 % CI): `film` 0.200 [0.150, 0.250] over 3 seeds.")
 

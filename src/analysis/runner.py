@@ -44,31 +44,34 @@ logger = logging.getLogger(__name__)
 SUBJECT_NOTEBOOKS = ("subject_01_overview", "subject_02_training", "subject_03_fidelity",
                      "subject_04_topography", "subject_05_decoding", "subject_06_realism")
 GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_realism", "group_summary",
-                   "group_ablation", "group_sampling", "group_topography",
+                   "group_ablation", "group_seeds", "group_sampling", "group_topography",
                    "group_reproducibility")
 # Group pages that read the first subject only, mapped to the last of its pages they need:
 # they may start while the other subjects' pages are still executing. The ablation page
 # compares the generators of the subjects that train them all: the first subject's only,
-# unless the profile ablates every subject (then it waits for every subject).
+# unless the profile ablates every subject (then it waits for every subject). The seeds
+# page retrains the first subject's generators and needs its trained models only, so its
+# training runs beside the first subject's later pages, not after them.
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity",
-                       "group_ablation": "subject_03_fidelity"}
+                       "group_ablation": "subject_03_fidelity",
+                       "group_seeds": "subject_02_training"}
 ABLATION_PAGE = "group_ablation"
 # Every subject page takes ``ablation``: the first subject trains and shows the ablation's
 # generators (Profile.conditionings).
 # Group pages that load models another group page trains: they wait for it, rather than
-# train the same checkpoint at the same time (none today: the ablation page trains its
+# train the same checkpoint at the same time (none today: the seeds page trains its
 # seed models itself).
 AFTER_GROUP_PAGES: dict[str, tuple[str, ...]] = {}
 # Seconds each page takes in the default-profile book on 2 CPU cores, two pages at a time
-# with one thread each (2026-12-01; training, sampling and ablation estimated from the
-# converged recipe of 2026-12-02); used only to order the work (longest remaining chain
-# first), never to judge it.
-TYPICAL_SECONDS = {"subject_01_overview": 60, "subject_02_training": 660,
-                   "subject_03_fidelity": 100, "subject_04_topography": 32,
-                   "subject_05_decoding": 90, "subject_06_realism": 100,
-                   "group_features": 11, "group_validation": 40, "group_realism": 10,
-                   "group_summary": 12, "group_ablation": 300, "group_sampling": 1300,
-                   "group_topography": 32, "group_reproducibility": 12}
+# with one thread each (measured 2026-12-07 at 9d8116b, benchmarks/results/book-default.json;
+# the seeds page was the ablation page's 1216 s of it); used only to order the work
+# (longest remaining chain first), never to judge it.
+TYPICAL_SECONDS = {"subject_01_overview": 70, "subject_02_training": 420,
+                   "subject_03_fidelity": 180, "subject_04_topography": 25,
+                   "subject_05_decoding": 70, "subject_06_realism": 70,
+                   "group_features": 9, "group_validation": 32, "group_realism": 9,
+                   "group_summary": 9, "group_ablation": 250, "group_seeds": 1216,
+                   "group_sampling": 930, "group_topography": 27, "group_reproducibility": 9}
 # A page whose kernel dies before it runs a cell is started again, at most this many times
 # in all: kernels starting at once can race for the same free TCP port ("Address already
 # in use"), a failure of the machine, not of the page.

@@ -54,11 +54,13 @@ from .pages.realism import (PROBES, realism_generators, probe_signals, realism_s
                             realism_validity, realism_dataset_validity, realism_display,
                             realism_summary, realism_findings, variability_by_image,
                             realism_headline, realism_group_table, realism_group_findings)
-from .pages.sampling import (CRITERIA, sampling_sweep, chosen_setting, validation_choice,
-                             seed_table, seed_ablation, sampling_findings, sampler_label)
+from .pages.sampling import (CRITERIA, SWEEP_SAMPLES, sampling_sweep, chosen_setting,
+                             validation_choice, seed_table, seed_ablation, sampling_findings,
+                             sampler_label)
 from .pages.group import (RANGES, ablation_runs, group_mean_table, preferred_ceiling,
                           headline_values,
-                          HEADLINE_CHECKS, headline_csv, headline_findings, ablation_findings)
+                          HEADLINE_CHECKS, headline_csv, headline_findings, ablation_findings,
+                          seed_findings)
 from .pages.display import (readout_display, readout_findings, fidelity_by_model,
                             fidelity_display, ci_pivot, ci_text, paired_display, headline_table)
 from .pages.results import (RESULTS, save_table, save_dataset_table, load_or_compute,
@@ -77,10 +79,12 @@ __all__ = [
     "image_attribute", "transfer_table", "spectra", "grand_averages", "signal_statistics_table",
     "topography_table", "spatial_timecourses", "rsa_timecourses", "rsa_table",
     "InterSubjectTopography", "inter_subject_topography", "own_vs_other_table", "sampling_sweep",
+    "SWEEP_SAMPLES",
     "chosen_setting", "validation_choice", "seed_table", "sampler_label", "RANGES",
     "ablation_runs", "group_mean_table",
     "preferred_ceiling", "headline_values", "HEADLINE_CHECKS", "headline_csv",
     "headline_findings", "fidelity_findings", "decoding_findings", "ablation_findings",
+    "seed_findings",
     "topography_findings", "group_topography_findings", "loss_phases", "training_findings",
     "readout_display",
     "readout_findings", "fidelity_by_model", "fidelity_display", "ci_pivot", "ci_text",

@@ -174,31 +174,22 @@ def headline_findings(rows: pd.DataFrame, generator: str = "cross_attention",
     return "\n\n".join(sentences)
 
 
-def ablation_findings(means: pd.DataFrame, seed_pairs: pd.DataFrame,
-                      oracle: pd.DataFrame | None = None, alpha: float = 0.05,
-                      bar_pct_of_ridge: float = 90.0,
-                      across_seeds: pd.DataFrame | None = None) -> str:
-    """The ablation page's finding as Markdown sentences, computed from its tables.
+def ablation_findings(means: pd.DataFrame, oracle: pd.DataFrame | None = None,
+                      bar_pct_of_ridge: float = 90.0) -> str:
+    """The conditioning ablation page's finding as Markdown sentences, computed from its
+    tables.
 
     Parameters
     ----------
     means : pandas.DataFrame
         :func:`group_mean_table` of :func:`headline_values` by ``model`` and ``quantity``
         (its ``encoding_pct_ceiling`` rows are used).
-    seed_pairs : pandas.DataFrame
-        :func:`~analysis.pages.sampling.seed_ablation`'s pairs (``model_a``, ``model_b``,
-        ``n_seeds``, ``difference``, ``ci_low``, ``ci_high``, ``p_holm``).
     oracle : pandas.DataFrame, optional
         :func:`~analysis.pages.training.oracle_conditioning` rows of one ceiling's
         ``encoding_score`` (simulated data only).
-    alpha, bar_pct_of_ridge
-        Level of the Holm-adjusted seed tests; the oracle-conditioning bar (% of ridge).
-    across_seeds : pandas.DataFrame, optional
-        :func:`group_mean_table` of :func:`~analysis.pages.sampling.seed_table` rows by
-        ``conditioning`` and ``metric`` (its ``encoding_score`` rows are used).
+    bar_pct_of_ridge : float
+        The oracle-conditioning bar (% of ridge).
     """
-    from .display import ci_text
-
     sentences = []
     if oracle is not None and len(oracle):
         row = oracle[oracle["model"] != "ridge on true attributes"].iloc[0]
@@ -213,6 +204,27 @@ def ablation_findings(means: pd.DataFrame, seed_pairs: pd.DataFrame,
     sentences.append(f"**Encoding score** as % of the noise ceiling, mean over {n} "
                      f"subject{'s' if n != 1 else ''} (Student-t 95 % intervals): "
                      + "; ".join(parts) + ".")
+    return "\n\n".join(sentences)
+
+
+def seed_findings(seed_pairs: pd.DataFrame, alpha: float = 0.05,
+                  across_seeds: pd.DataFrame | None = None) -> str:
+    """The seeds page's finding as Markdown sentences, computed from its tables.
+
+    Parameters
+    ----------
+    seed_pairs : pandas.DataFrame
+        :func:`~analysis.pages.sampling.seed_ablation`'s pairs (``model_a``, ``model_b``,
+        ``n_seeds``, ``difference``, ``ci_low``, ``ci_high``, ``p_holm``).
+    alpha : float
+        Level of the Holm-adjusted seed tests.
+    across_seeds : pandas.DataFrame, optional
+        :func:`group_mean_table` of :func:`~analysis.pages.sampling.seed_table` rows by
+        ``conditioning`` and ``metric`` (its ``encoding_score`` rows are used).
+    """
+    from .display import ci_text
+
+    sentences = []
     if across_seeds is not None:
         spread = [f"`{r.conditioning}` {ci_text(r, value='mean')} over {r.n} seeds"
                   for r in across_seeds[across_seeds["metric"] == "encoding_score"].itertuples()]
