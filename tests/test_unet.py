@@ -133,7 +133,8 @@ def test_principal_axes_recover_a_known_rotation_in_order_of_variance():
         principal_axes(latent, 0)
 
 
-def test_feature_scaler_keeps_leading_components_of_pooled_and_tokens():
+def test_feature_scaler_keeps_leading_components_of_pooled_and_tokens(monkeypatch):
+    from analysis.models import conditioning
     from analysis.models.conditioning import FeatureScaler
 
     g = torch.Generator().manual_seed(1)
@@ -151,6 +152,13 @@ def test_feature_scaler_keeps_leading_components_of_pooled_and_tokens():
     again = FeatureScaler(**reduced.state())(cond)
     torch.testing.assert_close(again.tokens, out.tokens)
     assert "pooled_basis" not in full.state() and full(cond).pooled.shape == (50, 8)
+    torch.testing.assert_close(full.tokens_mean, cond.tokens.mean(0))
+    torch.testing.assert_close(full.tokens_std, cond.tokens.std(0) + 1e-6)
+    # Fit and applied a few images at a time (memory), the same numbers.
+    monkeypatch.setattr(conditioning, "CHUNK_IMAGES", 7)
+    chunked = FeatureScaler.fit(cond, n_components=3)
+    torch.testing.assert_close(chunked.tokens_basis, reduced.tokens_basis, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked(cond).tokens, out.tokens, atol=1e-5, rtol=0)
     # The network's input sizes follow (training.model_config_for).
     from analysis.models.conditioning import n_feature_dims
     assert (n_feature_dims(1776, 128), n_feature_dims(32, 128), n_feature_dims(32, None)) == (128, 32, 32)

@@ -56,6 +56,12 @@ class Condition:
         return self.pooled.shape[0]
 
 
+#: Images whose tokens :class:`FeatureScaler` handles at a time when it fits statistics and
+#: principal axes (in float64) or projects: a z-scored float copy of every token is never
+#: made at once (THINGS-MEG: 22 k images × 49 tokens × 1776 dimensions, 7.7 GB as float32).
+CHUNK_IMAGES = 256
+
+
 @dataclass
 class FeatureScaler:
     """Z-score image features with training-image statistics (per feature dimension), and
@@ -90,20 +96,35 @@ class FeatureScaler:
         tokens (at most their number of dimensions: :func:`n_feature_dims`)."""
         if len(cond) < 2:
             raise ValueError(f"FeatureScaler.fit needs at least 2 images, got {len(cond)}")
-        pooled, tokens = cond.pooled.float(), cond.tokens.float()
+        pooled, tokens = cond.pooled.float(), cond.tokens
         if tokens.shape[1] == 0:  # no token sequence (see inputs_for): nothing to scale
-            empty = tokens.new_zeros(tokens.shape[1:])
+            empty = pooled.new_zeros(tokens.shape[1:])
             scaler = cls(pooled.mean(0), pooled.std(0) + eps, empty, empty + 1)
         else:
-            scaler = cls(pooled.mean(0), pooled.std(0) + eps, tokens.mean(0), tokens.std(0) + eps)
+            total = torch.zeros(tokens.shape[1:], dtype=torch.float64, device=tokens.device)
+            squares = torch.zeros_like(total)
+            for block in tokens.split(CHUNK_IMAGES):
+                block = block.double()
+                total += block.sum(0)
+                squares += block.square().sum(0)
+            n = len(tokens)
+            mean = total / n
+            std = ((squares - n * mean.square()) / (n - 1)).clamp_min(0).sqrt()
+            scaler = cls(pooled.mean(0), pooled.std(0) + eps, mean.float(), std.float() + eps)
         if n_components is None:
             return scaler
-        scaled = scaler(cond)
         tokens_basis = None
         if tokens.shape[1]:
-            tokens_basis = principal_axes(scaled.tokens.reshape(-1, tokens.shape[2]), n_components)
-        return replace(scaler, pooled_basis=principal_axes(scaled.pooled, n_components),
+            # Image by image block, so no z-scored copy of every token is ever made
+            # (THINGS-MEG: 22 k images × 49 tokens × 1776 dimensions).
+            tokens_basis = principal_axes(
+                (scaler._scale_tokens(block).reshape(-1, tokens.shape[2])
+                 for block in cond.tokens.split(CHUNK_IMAGES)), n_components)
+        return replace(scaler, pooled_basis=principal_axes(scaler(cond).pooled, n_components),
                        tokens_basis=tokens_basis)
+
+    def _scale_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens.float() - self.tokens_mean) / self.tokens_std
 
     def __call__(self, cond: Condition) -> Condition:
         if cond.pooled.shape[1:] != self.pooled_mean.shape or cond.tokens.shape[1:] != self.tokens_mean.shape:
@@ -112,11 +133,13 @@ class FeatureScaler:
                 f"{tuple(cond.tokens.shape[1:])}, expected {tuple(self.pooled_mean.shape)} and "
                 f"{tuple(self.tokens_mean.shape)} (the encoder the model was trained with)")
         pooled = (cond.pooled.float() - self.pooled_mean) / self.pooled_std
-        tokens = (cond.tokens.float() - self.tokens_mean) / self.tokens_std
         if self.pooled_basis is not None:
             pooled = pooled @ self.pooled_basis
-        if self.tokens_basis is not None:
-            tokens = tokens @ self.tokens_basis
+        if self.tokens_basis is None:
+            tokens = self._scale_tokens(cond.tokens)
+        else:  # projected block by block: the full-size z-scored tokens never exist at once
+            tokens = torch.cat([self._scale_tokens(block) @ self.tokens_basis
+                                for block in cond.tokens.split(CHUNK_IMAGES)])
         return Condition(pooled, tokens)
 
     def state(self) -> dict:
@@ -134,16 +157,34 @@ def n_feature_dims(n_dims: int, n_components: int | None) -> int:
     return n_dims if n_components is None else min(n_dims, n_components)
 
 
-def principal_axes(x: torch.Tensor, n_components: int) -> torch.Tensor:
-    """The leading principal axes of the rows of ``x`` (n_rows, n_dims), shape
+def principal_axes(rows, n_components: int) -> torch.Tensor:
+    """The leading principal axes of a set of row vectors, shape
     (n_dims, min(n_components, n_dims)), by decreasing variance; each axis's sign makes its
-    largest-magnitude entry positive, so the basis is reproducible."""
+    largest-magnitude entry positive, so the basis is reproducible.
+
+    ``rows`` is a tensor (n_rows, n_dims) or an iterable of such blocks (their covariance is
+    accumulated in float64 block by block, so the rows need not fit in memory at once).
+    """
     if n_components < 1:
         raise ValueError(f"n_components: expected at least 1, got {n_components}")
-    x = x.double()
-    x = x - x.mean(0)
-    variances, axes = torch.linalg.eigh(x.T @ x / max(len(x) - 1, 1))
-    axes = axes[:, torch.argsort(variances, descending=True)[:n_feature_dims(x.shape[1], n_components)]]
+    blocks = [rows] if isinstance(rows, torch.Tensor) else rows
+    gram = total = None
+    n = 0
+    for block in blocks:
+        block = block.double()
+        if gram is None:
+            gram = block.new_zeros(block.shape[1], block.shape[1])
+            total = block.new_zeros(block.shape[1])
+        gram += block.T @ block
+        total += block.sum(0)
+        n += len(block)
+    if n < 2:
+        raise ValueError(f"principal_axes: expected at least 2 rows, got {n}")
+    mean = total / n
+    covariance = (gram - n * torch.outer(mean, mean)) / (n - 1)
+    variances, axes = torch.linalg.eigh(covariance)
+    keep = torch.argsort(variances, descending=True)[:n_feature_dims(len(mean), n_components)]
+    axes = axes[:, keep]
     signs = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
     return (axes * signs).float()
 
