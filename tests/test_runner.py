@@ -37,8 +37,8 @@ def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
              "sub-01/subject_03_fidelity"}
     assert set(pages["group/group_sampling"].after) == first
     assert set(pages["group/group_ablation"].after) == first
-    # The seeds page retrains the first subject's generators: it needs them trained only.
-    assert set(pages["group/group_seeds"].after) == first - {"sub-01/subject_03_fidelity"}
+    # The seeds page retrains the first subject's generators: it needs its data only.
+    assert pages["group/group_seeds"].after == ("sub-01/subject_01_overview",)
     # A profile that ablates every subject: the ablation page compares them all.
     every = {p.key: p for p in plan_pages("simulated", [1, 2], [1, 2], {}, tmp_path,
                                           ablate_every_subject=True)}
@@ -60,14 +60,14 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     assert path["sub-01/subject_01_overview"] > path["sub-02/subject_01_overview"]
     assert path["sub-02/subject_01_overview"] == path["sub-03/subject_01_overview"]
     # A page's path is its own cost plus the longest path waiting on it, by hand:
-    assert path["group/group_summary"] == 9
-    # features 9, validation 32, realism 9, summary 9, topography 27, reproducibility 9
-    # wait on the last subject page (realism 70), which waits on decoding:
-    assert path["sub-03/subject_06_realism"] == 70 + max(9, 32, 9, 9, 27, 9)
-    assert path["sub-03/subject_05_decoding"] == 70 + path["sub-03/subject_06_realism"]
-    assert path["group/group_sampling"] == 930  # nothing waits on it
-    # The first subject's training page carries the seeds page (1216) behind it.
-    assert path["sub-01/subject_02_training"] == 420 + 1216
+    assert path["group/group_summary"] == 10
+    # features 7, validation 33, realism 9, summary 10, topography 27, reproducibility 9
+    # wait on the last subject page (realism 67), which waits on decoding:
+    assert path["sub-03/subject_06_realism"] == 67 + max(7, 33, 9, 10, 27, 9)
+    assert path["sub-03/subject_05_decoding"] == 90 + path["sub-03/subject_06_realism"]
+    assert path["group/group_sampling"] == 190  # nothing waits on it
+    # The first subject's overview carries both its training chain and the seeds page (980).
+    assert path["sub-01/subject_01_overview"] == 68 + max(path["sub-01/subject_02_training"], 980)
 
 
 def _notebook(path: Path, *sources: str) -> Path:

@@ -394,3 +394,35 @@ def test_examples_per_epoch_caps_the_steps_of_each_epoch(dataset, features, tmp_
     for bad in (0, -5, 2.5):
         with pytest.raises(ValueError, match="examples_per_epoch must be a positive integer"):
             TrainConfig(examples_per_epoch=bad)
+
+
+def test_asking_for_a_model_another_process_is_training_waits_and_loads_it(dataset, features,
+                                                                           tmp_path):
+    import threading
+
+    from analysis import training
+    from analysis.files import exclusive_lock
+
+    model_config = model_config_for(dataset, features, "film", **UNET)
+    config = dataclasses.replace(TRAIN, epochs=1)
+    key = checkpoint_key(dataset, features, model_config, config)
+    folder = tmp_path / "simulated" / f"sub-{dataset.meta['subject']}" / f"film-{key[:12]}"
+    asked = {}
+
+    def ask():
+        asked["model"] = train_or_load(dataset, features, model_config, config, tmp_path,
+                                       device="cpu", progress=False)
+
+    # The other process: it holds the model's lock while it trains.
+    with exclusive_lock(folder.parent / f".{folder.name}.lock"):
+        waiting = threading.Thread(target=ask)
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and not (folder / FINAL).exists()  # waits, trains nothing
+        trained = training._train(folder, key, dataset, features, model_config, config,
+                                  device="cpu", progress=False, on_step=None, monitor=None,
+                                  monitor_every=1)
+    waiting.join(60)
+    assert asked["model"].loaded and asked["model"].path == trained.path
+    for name, value in trained.model.state_dict().items():
+        torch.testing.assert_close(asked["model"].model.state_dict()[name], value)

@@ -10,10 +10,12 @@ previous file, and no temporary file behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 
 def refuse_existing(paths, overwrite: bool) -> None:
@@ -75,3 +77,22 @@ def atomic_save(target: str | Path, save: Callable[[Path], Any], *, overwrite: b
         save(scratch)
         return atomic_write(target, lambda fh: fh.write(scratch.read_bytes()),
                             overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the ``with``
+    block; another process (or another open of the file) asking for it waits until it is
+    released. The lock goes with the process: one that dies releases it.
+
+    Two notebooks that need the same trained model at once (the book runs two pages at a
+    time) thereby train it once: the second waits, then loads what the first wrote.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -50,11 +50,13 @@ GROUP_NOTEBOOKS = ("group_features", "group_validation", "group_realism", "group
 # they may start while the other subjects' pages are still executing. The ablation page
 # compares the generators of the subjects that train them all: the first subject's only,
 # unless the profile ablates every subject (then it waits for every subject). The seeds
-# page retrains the first subject's generators and needs its trained models only, so its
-# training runs beside the first subject's later pages, not after them.
+# page retrains the first subject's generators with other seeds: it needs that subject's
+# data only, so it trains beside the first subject's training page, not after it (its
+# default-seed models are that page's; a model being trained by one page is waited for,
+# not trained twice: training.train_or_load).
 FIRST_SUBJECT_PAGES = {"group_sampling": "subject_03_fidelity",
                        "group_ablation": "subject_03_fidelity",
-                       "group_seeds": "subject_02_training"}
+                       "group_seeds": "subject_01_overview"}
 ABLATION_PAGE = "group_ablation"
 # Every subject page takes ``ablation``: the first subject trains and shows the ablation's
 # generators (Profile.conditionings).
@@ -63,15 +65,15 @@ ABLATION_PAGE = "group_ablation"
 # seed models itself).
 AFTER_GROUP_PAGES: dict[str, tuple[str, ...]] = {}
 # Seconds each page takes in the default-profile book on 2 CPU cores, two pages at a time
-# with one thread each (measured 2026-12-07 at 9d8116b, benchmarks/results/book-default.json;
-# the seeds page was the ablation page's 1216 s of it); used only to order the work
-# (longest remaining chain first), never to judge it.
-TYPICAL_SECONDS = {"subject_01_overview": 70, "subject_02_training": 420,
-                   "subject_03_fidelity": 180, "subject_04_topography": 25,
-                   "subject_05_decoding": 70, "subject_06_realism": 70,
-                   "group_features": 9, "group_validation": 32, "group_realism": 9,
-                   "group_summary": 9, "group_ablation": 250, "group_seeds": 1216,
-                   "group_sampling": 930, "group_topography": 27, "group_reproducibility": 9}
+# with one thread each (measured 2026-12-07 at c8dd64d, benchmarks/results/book-default.json;
+# training: the mean of the first subject's 771 s and the others' ~300 s); used only to
+# order the work (longest remaining chain first), never to judge it.
+TYPICAL_SECONDS = {"subject_01_overview": 68, "subject_02_training": 460,
+                   "subject_03_fidelity": 160, "subject_04_topography": 25,
+                   "subject_05_decoding": 90, "subject_06_realism": 67,
+                   "group_features": 7, "group_validation": 33, "group_realism": 9,
+                   "group_summary": 10, "group_ablation": 255, "group_seeds": 980,
+                   "group_sampling": 190, "group_topography": 27, "group_reproducibility": 9}
 # A page whose kernel dies before it runs a cell is started again, at most this many times
 # in all: kernels starting at once can race for the same free TCP port ("Address already
 # in use"), a failure of the machine, not of the page.

@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .files import atomic_save, atomic_write, atomic_write_text
+from .files import atomic_save, atomic_write, atomic_write_text, exclusive_lock
 from .model_card import write_model_card
 from .provenance import package_versions
 from .data.contract import EpochedDataset
@@ -437,7 +437,29 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     if final.is_file():
         logger.info("loading finished checkpoint %s (no training)", final)
         return load_trained(final)
+    rank, world, local_rank = init_distributed()
+    if world > 1:  # the ranks of one torchrun train it together: none may wait for another
+        return _train(folder, key, dataset, features, model_config, train_config, device=device,
+                      progress=progress, on_step=on_step, monitor=monitor,
+                      monitor_every=monitor_every)
+    # Another process asking for the same model at the same time (two book pages) waits
+    # here, then loads it, rather than training it a second time beside this one.
+    with exclusive_lock(folder.parent / f".{folder.name}.lock"):
+        if final.is_file():
+            logger.info("loading checkpoint %s, which another process trained", final)
+            return load_trained(final)
+        return _train(folder, key, dataset, features, model_config, train_config, device=device,
+                      progress=progress, on_step=on_step, monitor=monitor,
+                      monitor_every=monitor_every)
 
+
+def _train(folder: Path, key: str, dataset: EpochedDataset, features: ImageFeatures,
+           model_config: UNetConfig, train_config: TrainConfig, *, device: str | None,
+           progress: bool, on_step: Callable[[int, int], None] | None,
+           monitor: Callable[[TrainedModel], dict] | None, monitor_every: int) -> TrainedModel:
+    """Train (resuming a partial checkpoint) into ``folder``, the checkpoint of ``key``:
+    :func:`train_or_load`'s work."""
+    final = folder / FINAL
     rank, world, local_rank = init_distributed()
     if world > 1 and torch.cuda.is_available():
         device = f"cuda:{local_rank}"

@@ -180,12 +180,15 @@ def seed_table(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
         ``train_seed`` column; summarise across seeds with :func:`group_mean_table`.
     """
     default = run.profile.train.get("seed", 0)
-    frames = []
-    for s in seeds:
+    frames = {}
+    # The other seeds first: the default seed's model is the one the subject's training
+    # page trains, perhaps at this moment (the book runs the two pages side by side, and
+    # train_or_load waits for a model another process is training).
+    for s in sorted(seeds, key=lambda s: s == default):
         overrides = {} if s == default else {"seed": s}
         pred = run.prediction(conditioning, train_overrides=overrides)
-        frames.append(_fidelity_rows(run, pred, n_boot, seed).assign(train_seed=s))
-    return pd.concat(frames, ignore_index=True)
+        frames[s] = _fidelity_rows(run, pred, n_boot, seed).assign(train_seed=s)
+    return pd.concat([frames[s] for s in seeds], ignore_index=True)
 
 
 def seed_ablation(run: SubjectRun, seeds: Sequence[int] = (0, 1, 2),
