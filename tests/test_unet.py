@@ -162,3 +162,17 @@ def test_feature_scaler_keeps_leading_components_of_pooled_and_tokens(monkeypatc
     # The network's input sizes follow (training.model_config_for).
     from analysis.models.conditioning import n_feature_dims
     assert (n_feature_dims(1776, 128), n_feature_dims(32, 128), n_feature_dims(32, None)) == (128, 32, 32)
+
+
+def test_cross_attention_levels_count_from_the_lowest_resolution():
+    from analysis.models.conditioning import CrossAttention
+
+    def attending(levels):
+        model = make("cross_attention", channel_mults=(1, 2, 2), cross_attention_levels=levels)
+        return [name for name, m in model.named_modules() if isinstance(m, CrossAttention)]
+
+    assert len(attending(None)) == 7  # 3 down, the middle, 3 up
+    # Without the finest resolution: its down and up levels lose theirs.
+    assert sorted(set(attending(None)) - set(attending(2))) == ["down.0.cross_attn",
+                                                                 "up.2.cross_attn"]
+    assert attending(0) == ["mid.cross_attn"]

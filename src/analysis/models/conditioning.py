@@ -183,7 +183,8 @@ def principal_axes(rows, n_components: int) -> torch.Tensor:
     mean = total / n
     covariance = (gram - n * torch.outer(mean, mean)) / (n - 1)
     variances, axes = torch.linalg.eigh(covariance)
-    keep = torch.argsort(variances, descending=True)[:n_feature_dims(len(mean), n_components)]
+    n_kept = n_feature_dims(len(mean), n_components)
+    keep = torch.argsort(variances, descending=True)[:n_kept]
     axes = axes[:, keep]
     signs = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
     return (axes * signs).float()

@@ -30,6 +30,8 @@ class UNetConfig:
     leading principal components of the z-scored image features (pooled embedding and
     tokens each; fit on the training images, :class:`~analysis.models.conditioning.FeatureScaler`);
     ``None``: every dimension. ``embed_dim`` and ``token_dim`` are what it reads.
+    ``cross_attention_levels`` (cross-attention only) counts the resolutions, from the lowest,
+    whose levels attend to the image context besides the middle block; ``None``: every level.
     """
 
     n_channels: int
@@ -46,6 +48,7 @@ class UNetConfig:
     context_dim: int = 128
     concat_maps: int = 16
     feature_components: int | None = None
+    cross_attention_levels: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -146,11 +149,14 @@ class UNet1D(nn.Module):
         widths = [c * m for m in config.channel_mults]
         n_levels = len(widths)
         attn_from = n_levels - config.attention_levels
+        cross_from = n_levels - (n_levels if config.cross_attention_levels is None
+                                 else config.cross_attention_levels)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         c_prev = c
         for i, w in enumerate(widths):
             self.down.append(Level(c_prev, w, config.blocks_per_level, t_dim, config.dropout,
-                                   i >= attn_from, ctx, config.heads))
+                                   i >= attn_from, ctx if i >= cross_from else None,
+                                   config.heads))
             last = i == n_levels - 1
             self.downsample.append(nn.Identity() if last else nn.Conv1d(w, w, 4, stride=2, padding=1))
             c_prev = w
@@ -158,7 +164,8 @@ class UNet1D(nn.Module):
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, w in reversed(list(enumerate(widths))):
             self.up.append(Level(c_prev + w, w, config.blocks_per_level, t_dim, config.dropout,
-                                 i >= attn_from, ctx, config.heads))
+                                 i >= attn_from, ctx if i >= cross_from else None,
+                                 config.heads))
             self.upsample.append(nn.Identity() if i == 0 else
                                  nn.ConvTranspose1d(w, w, 4, stride=2, padding=1))
             c_prev = w
