@@ -618,11 +618,16 @@ def test_a_choice_on_validation_does_not_change_with_the_test_data(run, monkeypa
     assert summaries.chosen_setting(by_hand.assign(value=[np.nan, 0.5, 3.0]), "snr_ratio") == 1.0
     with pytest.raises(ValueError, match="no setting has a finite 'snr_ratio'"):
         summaries.chosen_setting(by_hand.assign(value=np.nan), "snr_ratio")
-    # So are the sampling steps (few steps give too clean trials whose mean scores well).
+    # The sampling steps are chosen where a classifier tells samples from recorded trials
+    # least well (few steps give too clean trials whose mean scores well).
     steps_sweep, chosen_steps, _ = summaries.validation_choice(run, "steps", [2, 8], n_boot=20)
-    ratios = steps_sweep.query("metric == 'snr_ratio'").drop_duplicates("setting")
-    nearest = ratios["setting"].iloc[int(np.argmin(np.abs(np.log(ratios["value"]))))]
+    aucs = steps_sweep.query("metric == 'classifier_auc'").drop_duplicates("setting")
+    assert aucs["value"].between(0, 1).all() and (aucs["ci_low"] <= aucs["value"]).all()
+    nearest = aucs["setting"].iloc[int(np.argmin(np.abs(aucs["value"] - 0.5)))]
     assert chosen_steps == nearest
+    by_hand = pd.DataFrame({"metric": "classifier_auc", "setting": [10, 20, 40],
+                            "value": [1.0, 0.38, 0.6]})
+    assert summaries.chosen_setting(by_hand, "classifier_auc") == 40  # |0.6 - .5| < |0.38 - .5|
     assert set(test["role"]) >= {"chosen on validation"} and (test["split"] == "test").all()
     # Replace the test set's signals with noise: the validation sweep, hence the choice,
     # must not move (it never reads them).
@@ -981,6 +986,13 @@ def test_sampling_findings_read_the_plateau_and_the_choices():
             in summaries.sampling_findings(late, 40, {}, "exact"))
     assert "**DDIM steps**" in summaries.sampling_findings(curve, 3, {"DDIM steps": (1.0, test)},
                                                            "exact")
+    auc = dict(setting=1.0, role="chosen on validation", metric="classifier_auc",
+               ceiling_method="exact", value=0.9, ci_low=0.85, ci_high=0.95, pct_of_ceiling=np.nan)
+    steps = summaries.sampling_findings(curve, 3, {"steps": (1.0, pd.concat(
+        [test, pd.DataFrame([auc])]))}, "exact").split("\n\n")[-1]
+    assert steps.endswith("a sample's SNR is 1.10 × a recorded trial's, and a classifier tells "
+                          "samples from recorded trials at AUC 0.900 [0.850, 0.950] (0.5: not "
+                          "at all).")
 
 
 def test_reproducibility_findings_name_the_commit_weights_seeds_and_time():

@@ -222,17 +222,15 @@ PROFILES: dict[str, Profile] = {
         # t = T·u^0.3 spends the steps where the condition matters.
         train=dict(epochs=40, trial_epochs=8, batch_size=64, targets="average",
                    warmup_steps=20, t_power=0.3),
-        # True samples (w = 1), DPM-Solver++(2M) with 10 steps, both chosen on validation
-        # concepts by the samples' single-trial SNR against the recording's. The solver
-        # (benchmarks/sampler_choice.py, benchmarks/results/sampler-choice.json): few steps
-        # of either solver smooth the trial noise away (DDIM: 1.56x the recording's SNR at
-        # 10 steps, 1.04x at 50); DPM-Solver++, a second-order solver of the same ODE, came
-        # nearest the recording at 30 steps for the generator of that time (all 1776
-        # feature dimensions). For today's generator (128 components) the sampling page's
-        # sweep on subject 1's validation concepts puts its samples' SNR at 0.97x the
-        # recording's at 10 steps, 0.91x at 20, 0.86x at 30 and 0.83x at 40 (c8dd64d):
-        # 10 steps, at a third of 30's cost. The page redraws the sweeps on every run.
-        sampling=SamplingConfig(method="dpmpp", steps=10, n_samples=16, guidance_scale=1.0),
+        # True samples (w = 1; the samples' single-trial SNR nearest the recording's on
+        # validation concepts), DPM-Solver++(2M) (benchmarks/sampler_choice.py,
+        # benchmarks/results/sampler-choice.json: a second-order solver of DDIM's ODE, nearer
+        # the recording's SNR than DDIM at equal cost) with 40 steps: where a classifier told
+        # the samples of today's generator (128 feature components) from the recorded
+        # trials of subject 1's validation concepts least well among 10, 20, 30, 40 steps
+        # (AUC 1.00, 0.98, 0.91, 0.86; ff09e53's cached validation samples; the SNR alone
+        # had chosen 10). The sampling page redraws both sweeps on every run.
+        sampling=SamplingConfig(method="dpmpp", steps=40, n_samples=16, guidance_scale=1.0),
         readout_encoders=(ENCODER_DEFAULTS["open_clip"],),  # what random features give
         # The ablation (concat, FiLM, unconditional; 3 training seeds) on the first subject;
         # the other subjects train cross-attention only: 3 of every 4 training minutes of

@@ -228,7 +228,8 @@ def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", 
                x: str = "setting", *, ceiling_method: str | None = None,
                xlabel: str | None = None, chosen=None) -> Figure:
     """Fidelity metrics against a swept setting (one panel each), with bootstrap CIs
-    (``snr_ratio``: the samples' single-trial SNR over the recording's, log scale).
+    (``snr_ratio``: the samples' single-trial SNR over the recording's, log scale;
+    ``classifier_auc``: how well a classifier tells samples from recorded trials, chance 0.5).
 
     Parameters
     ----------
@@ -258,6 +259,10 @@ def plot_sweep(table: pd.DataFrame, metrics: Sequence[str] = ("encoding_score", 
         if np.isfinite(ceiling):
             ax.axhline(ceiling, color="0.5", ls="--", lw=1)
             ax.annotate(f"{method} ceiling", (1.0, ceiling), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize="small", color="0.4")
+        if metric == "classifier_auc":  # 0.5: samples cannot be told from recorded trials
+            ax.axhline(0.5, color="0.5", ls="--", lw=1)
+            ax.annotate("chance", (1.0, 0.5), xycoords=("axes fraction", "data"),
                         ha="right", va="bottom", fontsize="small", color="0.4")
         if metric == "snr_ratio":  # a ratio to the recording: 1 is right, on a log scale
             ax.axhline(1.0, color="0.5", ls="--", lw=1)
