@@ -437,14 +437,13 @@ def train_or_load(dataset: EpochedDataset, features: ImageFeatures, model_config
     if final.is_file():
         logger.info("loading finished checkpoint %s (no training)", final)
         return load_trained(final)
-    rank, world, local_rank = init_distributed()
-    if world > 1:  # the ranks of one torchrun train it together: none may wait for another
-        return _train(folder, key, dataset, features, model_config, train_config, device=device,
-                      progress=progress, on_step=on_step, monitor=monitor,
-                      monitor_every=monitor_every)
+    _, world, _ = init_distributed()
     # Another process asking for the same model at the same time (two book pages) waits
-    # here, then loads it, rather than training it a second time beside this one.
-    with exclusive_lock(folder.parent / f".{folder.name}.lock"):
+    # here, then loads it, rather than training it a second time beside this one. The
+    # ranks of one torchrun train it together: none may wait for another.
+    lock = (contextlib.nullcontext() if world > 1
+            else exclusive_lock(folder.parent / f".{folder.name}.lock"))
+    with lock:
         if final.is_file():
             logger.info("loading checkpoint %s, which another process trained", final)
             return load_trained(final)
