@@ -31,3 +31,14 @@ def test_training_benchmark_follows_the_conditioning_and_batch_size():
         assert row["train_samples_per_s"] > 0
         assert row["steps_per_s"] == pytest.approx(row["train_samples_per_s"] / row["batch_size"],
                                                    rel=0.01, abs=0.01)
+
+
+def test_network_input_shapes_are_the_profiles_feature_components():
+    from analysis.benchmark import encoder_shapes, network_input_shapes
+    from analysis.config import get_profile
+
+    default = get_profile("default")  # EfficientNet-Lite0: 1776-dim pooled and 7 × 7 tokens
+    assert encoder_shapes(default.encoder) == (1776, 49, 1776)
+    assert network_input_shapes(default) == (128, 49, 128)  # unet feature_components=128
+    ci = get_profile("ci")  # keeps every dimension
+    assert network_input_shapes(ci) == encoder_shapes(ci.encoder)

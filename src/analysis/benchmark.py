@@ -67,16 +67,22 @@ def encoder_shapes(encoder: EncoderConfig) -> tuple[int, int, int]:
     return built.embed_dim, built.n_tokens, built.token_dim
 
 
+def network_input_shapes(spec) -> tuple[int, int, int]:
+    """(embed_dim, n_tokens, token_dim) the profile ``spec``'s network reads: its encoder's
+    shapes (:func:`encoder_shapes`), with the feature dimensions cut to the leading principal
+    components where the profile keeps some (``unet['feature_components']``,
+    :class:`~analysis.models.conditioning.FeatureScaler`)."""
+    embed, n_tokens, token_dim = encoder_shapes(spec.encoder)
+    components = spec.unet.get("feature_components")
+    return n_feature_dims(embed, components), n_tokens, n_feature_dims(token_dim, components)
+
+
 def _model_and_inputs(profile: str, conditioning: str, device: torch.device,
                       n_channels: int, n_times: int):
     """The profile's U-Net with ``conditioning``, its diffusion and train config, and a
     maker of synthetic batches of the real shapes (speed does not depend on the values)."""
     spec = get_profile(profile)
-    embed, n_tokens, token_dim = encoder_shapes(spec.encoder)
-    # The dimensions the network reads (its leading principal components, where the
-    # profile keeps some: conditioning.FeatureScaler).
-    embed, token_dim = (n_feature_dims(d, spec.unet.get("feature_components"))
-                        for d in (embed, token_dim))
+    embed, n_tokens, token_dim = network_input_shapes(spec)
     unet = UNetConfig(n_channels=n_channels, conditioning=conditioning, embed_dim=embed,
                       token_dim=token_dim, n_tokens=n_tokens, **spec.unet)
     train = TrainConfig(**spec.train)

@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .benchmark import peak_memory_mb, sync_device, encoder_shapes
+from .benchmark import peak_memory_mb, sync_device, network_input_shapes
 from .config import get_profile
-from .models.conditioning import Condition, n_feature_dims
+from .models.conditioning import Condition
 from .models.diffusion import DDIMSampler
 from .models.unet1d import UNet1D, UNetConfig
 from .training import TrainConfig, init_distributed, make_diffusion
@@ -77,11 +77,7 @@ def run_check(size: str, steps: int, *, profile: str = "paper", batch_size: int 
     rank, world, device = _setup()
     spec = get_profile(profile)
     train = TrainConfig(**{**spec.train, **({"batch_size": batch_size} if batch_size else {})})
-    embed, n_tokens, token_dim = encoder_shapes(spec.encoder)
-    # The dimensions the network reads (its leading principal components, where the
-    # profile keeps some: conditioning.FeatureScaler).
-    embed, token_dim = (n_feature_dims(d, spec.unet.get("feature_components"))
-                        for d in (embed, token_dim))
+    embed, n_tokens, token_dim = network_input_shapes(spec)
     generator = torch.Generator().manual_seed(seed + rank)
     signals = torch.randn(shape.n_train * shape.n_reps, shape.n_channels, shape.n_times,
                           generator=generator)
