@@ -50,10 +50,12 @@ def sampler_label(run: SubjectRun) -> str:
 SWEEP_MAX_IMAGES = 400
 
 #: Samples per validation image a sampling sweep draws at most (the profile's number where
-#: it is smaller). The criterion, the samples' single-trial SNR, does not depend on the
-#: number of samples (:func:`~analysis.evaluation.realism.single_trial_snr` removes the
-#: sampling part of the image means), so 4 choose what 16 would at a quarter of the cost:
-#: the built-in book's guidance sweep took 693 of its 3026 s with 16. The mean of 4 samples
+#: it is smaller). Neither criterion gains from more: the samples' single-trial SNR does not
+#: depend on their number (:func:`~analysis.evaluation.realism.single_trial_snr` removes the
+#: sampling part of the image means), and the classifier compares equal numbers of samples
+#: and recorded trials per image, at most the validation images' repetitions (4 in
+#: THINGS-EEG2's layout). So 4 choose what 16 would at a quarter of the cost: the built-in
+#: book's guidance sweep took 693 of its 3026 s with 16. The mean of 4 samples
 #: scores lower than the test set's mean of the profile's number, so the sweep's encoding
 #: scores are compared across settings, not with the test rows.
 SWEEP_SAMPLES = 4
