@@ -5,7 +5,8 @@ trained on the fitting concepts of one subject with the validation learning curv
 (:meth:`analysis.experiment.SubjectRun.learning_curve_monitor`), then scored there: the
 encoding score of its conditional mean (raw r and % of the exact ceiling), beside ridge on
 the same features and images; the single-trial SNR of its samples as a multiple of the
-recording's, and the per-image spread (log SD ratio, 0 = the recording's); and the
+recording's, the per-image spread (log SD ratio, 0 = the recording's) and how well a
+classifier tells the samples from recorded trials (AUC, 0.5 = not at all); and the
 training seconds (this machine). What buys fidelity and realism per second of training.
 
     .venv/bin/python benchmarks/training_recipe.py --workdir /tmp/recipe \
@@ -25,7 +26,8 @@ import time
 from pathlib import Path
 
 from analysis.config import get_profile
-from analysis.evaluation.realism import single_trial_snr, variability_tests
+from analysis.evaluation.realism import (classifier_two_sample_test, single_trial_snr,
+                                         variability_tests)
 from analysis.experiment import SubjectRun, ensure_dataset
 from analysis.provenance import package_versions
 
@@ -40,12 +42,17 @@ def score_variant(run: SubjectRun, conditioning: str, train: dict, n_samples: in
     samples = val.generated(conditioning, train_overrides=train, guidance_scale=guidance,
                             steps=steps, n_samples=n_samples)
     spread = variability_tests(val.target, samples, n_boot=100)["spread"]["value"]
+    # How well a classifier tells the samples from recorded trials (0.5: not at all), as the
+    # sampling page's steps criterion measures it.
+    auc = classifier_two_sample_test(val.target, samples, n_boot=200)
     return {"conditioning": conditioning, "train": train,
             "encoding_r": round(score["value"], 4),
             "encoding_pct_ceiling": round(score["pct_of_ceiling"], 1),
             "ridge_r": round(score["baseline_value"], 4),
             "snr_ratio": round(single_trial_snr(samples) / single_trial_snr(val.target), 2),
-            "spread": round(float(spread), 3), "train_seconds": round(float(seconds), 1),
+            "spread": round(float(spread), 3),
+            "classifier_auc": [round(float(auc[k]), 3) for k in ("value", "ci_low", "ci_high")],
+            "train_seconds": round(float(seconds), 1),
             "optimiser_steps": trained.info["curve"][-1]["step"] if trained.info["curve"] else None,
             "curve": [(row["epoch"], round(row["encoding_r"], 4)) for row in trained.info["curve"]],
             "sampling": {"guidance_scale": guidance, "steps": steps, "n_samples": n_samples}}

@@ -379,6 +379,35 @@ def test_trial_epochs_switch_from_averages_to_single_trials(dataset, features, t
         TrainConfig(epochs=2, targets="average", trial_epochs=3)
 
 
+def test_trial_epochs_draw_timesteps_with_their_own_power(dataset, features, tmp_path,
+                                                          monkeypatch):
+    """With ``trial_t_power`` the trial epochs draw t with it, the averages with
+    ``t_power``; unset, the checkpoint key is the one of a config without the field."""
+    from analysis.models.diffusion import GaussianDiffusion
+
+    config = dataclasses.replace(TRAIN, targets="average", trial_epochs=1, t_power=0.3,
+                                 trial_t_power=1.0)
+    assert [config.t_power_at(e) for e in range(3)] == [0.3, 0.3, 1.0]
+    assert dataclasses.replace(config, trial_t_power=None).t_power_at(2) == 0.3
+    drawn = []
+    original = GaussianDiffusion.sample_timesteps
+
+    def recording(self, batch, generator=None, device=None):
+        drawn.append(self.t_power)
+        return original(self, batch, generator, device)
+
+    monkeypatch.setattr(GaussianDiffusion, "sample_timesteps", recording)
+    steps = []
+    train(dataset, features, tmp_path, config=config,
+          on_step=lambda epoch, step: steps.append(epoch))
+    # 2 + 2 steps on averages, then 3 on trials (as in the test above).
+    assert drawn == [0.3] * 4 + [1.0] * 3 and steps == [0, 0, 1, 1, 2, 2, 2]
+    assert "trial_t_power" not in TRAIN.as_dict()
+    assert config.as_dict()["trial_t_power"] == 1.0
+    with pytest.raises(ValueError, match="trial_t_power must be > 0"):
+        dataclasses.replace(config, trial_t_power=0.0)
+
+
 def test_examples_per_epoch_caps_the_steps_of_each_epoch(dataset, features, tmp_path):
     config = dataclasses.replace(TRAIN, examples_per_epoch=20)
     steps = []
