@@ -549,6 +549,10 @@ def _train(folder: Path, key: str, dataset: EpochedDataset, features: ImageFeatu
         atomic_save(folder / RECORDING_INFO, lambda path: mne.io.write_info(path, dataset.info),
                     overwrite=True)
 
+    # One diffusion per timestep distribution the epochs use (TrainConfig.t_power_at).
+    diffusions = {power: diffusion if power == diffusion.t_power
+                  else make_diffusion(train_config, power)
+                  for power in {train_config.t_power_at(e) for e in range(train_config.epochs)}}
     bar = tqdm(range(start_epoch, train_config.epochs), initial=start_epoch,
                total=train_config.epochs, disable=not progress or rank != 0,
                desc=f"training {model_config.conditioning}")
@@ -559,8 +563,7 @@ def _train(folder: Path, key: str, dataset: EpochedDataset, features: ImageFeatu
         order = torch.randperm(len(x_all), generator=g)[:per_rank_in(epoch) * world][rank::world]
         # Timesteps, noise and condition dropout: the diffusion draws them from this stream.
         noise_g = torch.Generator(device).manual_seed(train_config.seed * 100_003 + epoch + rank)
-        epoch_diffusion = (diffusion if train_config.t_power_at(epoch) == diffusion.t_power
-                           else make_diffusion(train_config, train_config.t_power_at(epoch)))
+        epoch_diffusion = diffusions[train_config.t_power_at(epoch)]
         net.train()
         total, count = torch.zeros((), device=device), 0
         for step, begin in enumerate(range(0, len(order), train_config.batch_size)):
