@@ -455,3 +455,37 @@ def test_asking_for_a_model_another_process_is_training_waits_and_loads_it(datas
     assert asked["model"].loaded and asked["model"].path == trained.path
     for name, value in trained.model.state_dict().items():
         torch.testing.assert_close(asked["model"].model.state_dict()[name], value)
+
+
+def test_bfloat16_precision_autocasts_the_forward_pass_on_the_cpu(dataset, features, tmp_path,
+                                                                  monkeypatch):
+    """``precision='bfloat16'`` runs the network under bfloat16 autocast on the CPU (the
+    parameters stay float32); ``'auto'`` leaves the CPU in float32 and the checkpoint key
+    of a config without the field."""
+    from analysis.models.unet1d import UNet1D
+
+    seen = []
+    original = UNet1D.forward
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(UNet1D, "forward", recording)
+    trained = train(dataset, features, tmp_path / "bf16",
+                    config=dataclasses.replace(TRAIN, precision="bfloat16"))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(np.isfinite(trained.losses))
+    assert all(p.dtype == torch.float32 for p in trained.model.parameters())
+    seen.clear()  # sampling runs the network as it was trained; the signals are float32
+    signals = trained.generate(match_features(features, dataset.test.image_ids[:2]), steps=3,
+                               device="cpu")
+    assert set(seen) == {torch.bfloat16}
+    assert signals.dtype == np.float32 and np.isfinite(signals).all()
+    seen.clear()
+    train(dataset, features, tmp_path / "auto")
+    assert seen and set(seen) == {False}
+    assert "precision" not in TRAIN.as_dict()
+    assert dataclasses.replace(TRAIN, precision="bfloat16").as_dict()["precision"] == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        dataclasses.replace(TRAIN, precision="float16")
