@@ -100,16 +100,15 @@ def _model_and_inputs(profile: str, conditioning: str, device: torch.device,
 def _training_rate(model, diffusion, train: TrainConfig, batch, batch_size: int,
                    device: torch.device, steps: int) -> float:
     """Training samples per second of the training loop's loss (its timestep draw,
-    weighting and condition dropout), backward pass and AdamW step; two warm-up steps
-    are not timed."""
+    weighting, condition dropout and precision), backward pass and AdamW step; two warm-up
+    steps are not timed."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr)
     x0, cond = batch(batch_size)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     for step in range(steps + 2):
         if step == 2:
             sync_device(device)
             start = time.perf_counter()
-        with amp or torch.autocast("cpu", enabled=False):
+        with train.autocast(device):  # the training loop's precision
             loss = diffusion.loss(model, x0, cond=cond, cond_drop_prob=train.cond_drop_prob)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -160,7 +159,8 @@ def bench_model(profile: str, *, device: str | None = None, n_channels: int = 17
         _, cond = batch(n)
         sync_device(device)
         start = time.perf_counter()
-        diffusion.sample(model, (n, n_channels, n_times), sampler, cond=cond, device=device)
+        with train.autocast(device):  # as TrainedModel.generate samples
+            diffusion.sample(model, (n, n_channels, n_times), sampler, cond=cond, device=device)
         sync_device(device)
         rates[name] = n / (time.perf_counter() - start)
     return {"profile": profile, "device": str(device), "n_parameters": model.n_parameters(),
