@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from analysis.book import GENERATED_TOC
-from analysis.runner import (GROUP_NOTEBOOKS, SUBJECT_NOTEBOOKS, NotebookFailed, Page,
-                             critical_path_seconds, execute_pages, plan_pages, write_run_costs,
-                             write_toc)
+from analysis.runner import (GROUP_NOTEBOOKS, SUBJECT_NOTEBOOKS, TYPICAL_SECONDS,
+                             NotebookFailed, Page, critical_path_seconds, execute_pages,
+                             plan_pages, write_run_costs, write_toc)
 
 
 def test_plan_chains_each_subject_and_waits_for_all_before_the_group(tmp_path):
@@ -60,14 +60,19 @@ def test_critical_path_starts_the_first_subject_first(tmp_path):
     assert path["sub-01/subject_01_overview"] > path["sub-02/subject_01_overview"]
     assert path["sub-02/subject_01_overview"] == path["sub-03/subject_01_overview"]
     # A page's path is its own cost plus the longest path waiting on it, by hand:
-    assert path["group/group_summary"] == 10
-    # features 7, validation 33, realism 9, summary 10, topography 27, reproducibility 9
-    # wait on the last subject page (realism 67), which waits on decoding:
-    assert path["sub-03/subject_06_realism"] == 67 + max(7, 33, 9, 10, 27, 9)
-    assert path["sub-03/subject_05_decoding"] == 90 + path["sub-03/subject_06_realism"]
-    assert path["group/group_sampling"] == 190  # nothing waits on it
-    # The first subject's overview carries both its training chain and the seeds page (980).
-    assert path["sub-01/subject_01_overview"] == 68 + max(path["sub-01/subject_02_training"], 980)
+    t = TYPICAL_SECONDS
+    assert path["group/group_summary"] == t["group_summary"]
+    # the group pages but sampling, ablation and seeds wait on the last subject page
+    # (realism), which waits on decoding:
+    last = ("group_features", "group_validation", "group_realism", "group_summary",
+            "group_topography", "group_reproducibility")
+    assert path["sub-03/subject_06_realism"] == t["subject_06_realism"] + max(t[p] for p in last)
+    assert path["sub-03/subject_05_decoding"] == (t["subject_05_decoding"]
+                                                  + path["sub-03/subject_06_realism"])
+    assert path["group/group_sampling"] == t["group_sampling"]  # nothing waits on it
+    # The first subject's overview carries both its training chain and the seeds page.
+    assert path["sub-01/subject_01_overview"] == t["subject_01_overview"] + max(
+        path["sub-01/subject_02_training"], t["group_seeds"])
 
 
 def _notebook(path: Path, *sources: str) -> Path:

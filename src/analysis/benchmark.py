@@ -22,7 +22,7 @@ from .devices import select_device
 from .models.conditioning import Condition, n_feature_dims
 from .models.diffusion import DDIMSampler, DDPMSampler, make_sampler
 from .models.unet1d import UNet1D, UNetConfig
-from .training import TrainConfig, make_diffusion
+from .training import TrainConfig, make_diffusion, make_optimizer
 
 
 def machine() -> dict:
@@ -102,7 +102,7 @@ def _training_rate(model, diffusion, train: TrainConfig, batch, batch_size: int,
     """Training samples per second of the training loop's loss (its timestep draw,
     weighting, condition dropout and precision), backward pass and AdamW step; two warm-up
     steps are not timed."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr)
+    optimizer = make_optimizer(model, train)
     x0, cond = batch(batch_size)
     for step in range(steps + 2):
         if step == 2:

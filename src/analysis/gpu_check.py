@@ -30,7 +30,7 @@ from .config import get_profile
 from .models.conditioning import Condition
 from .models.diffusion import DDIMSampler
 from .models.unet1d import UNet1D, UNetConfig
-from .training import TrainConfig, init_distributed, make_diffusion
+from .training import TrainConfig, init_distributed, make_diffusion, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,7 @@ def run_check(size: str, steps: int, *, profile: str = "paper", batch_size: int 
     network = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                        else None) if world > 1 else model)
     diffusion = make_diffusion(train)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    optimizer = make_optimizer(model, train)
 
     def step() -> None:
         rows = torch.randint(len(signals), (train.batch_size,), generator=generator)
@@ -101,7 +100,7 @@ def run_check(size: str, steps: int, *, profile: str = "paper", batch_size: int 
         x0 = signals[rows].to(device, non_blocking=True)
         cond = Condition(pooled[images].to(device, non_blocking=True),
                          tokens[images].to(device, non_blocking=True))
-        with amp:
+        with train.autocast(device):
             loss = diffusion.loss(network, x0, cond=cond, cond_drop_prob=train.cond_drop_prob)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,7 +118,7 @@ def run_check(size: str, steps: int, *, profile: str = "paper", batch_size: int 
     cond = Condition(pooled[:sample_batch].to(device), tokens[:sample_batch].to(device))
     sync_device(device)
     start = time.perf_counter()
-    with torch.no_grad(), amp:
+    with torch.no_grad(), train.autocast(device):
         diffusion.sample(model, (len(cond.pooled), shape.n_channels, shape.n_times),
                          DDIMSampler(sample_steps), cond=cond, device=device)
     sync_device(device)

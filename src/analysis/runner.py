@@ -65,15 +65,15 @@ ABLATION_PAGE = "group_ablation"
 # seed models itself).
 AFTER_GROUP_PAGES: dict[str, tuple[str, ...]] = {}
 # Seconds each page takes in the default-profile book on 2 CPU cores, two pages at a time
-# with one thread each (measured 2026-12-07 at c8dd64d, benchmarks/results/book-default.json;
-# training: the mean of the first subject's 771 s and the others' ~300 s); used only to
+# with one thread each (measured 2026-12-07 at a4cff94, benchmarks/results/book-default.json;
+# training: the mean of the first subject's 664 s and the others' ~250 s); used only to
 # order the work (longest remaining chain first), never to judge it.
-TYPICAL_SECONDS = {"subject_01_overview": 68, "subject_02_training": 460,
-                   "subject_03_fidelity": 160, "subject_04_topography": 25,
-                   "subject_05_decoding": 90, "subject_06_realism": 67,
-                   "group_features": 7, "group_validation": 33, "group_realism": 9,
-                   "group_summary": 10, "group_ablation": 255, "group_seeds": 980,
-                   "group_sampling": 190, "group_topography": 27, "group_reproducibility": 9}
+TYPICAL_SECONDS = {"subject_01_overview": 71, "subject_02_training": 457,
+                   "subject_03_fidelity": 77, "subject_04_topography": 18,
+                   "subject_05_decoding": 62, "subject_06_realism": 56,
+                   "group_features": 8, "group_validation": 25, "group_realism": 10,
+                   "group_summary": 10, "group_ablation": 165, "group_seeds": 769,
+                   "group_sampling": 156, "group_topography": 24, "group_reproducibility": 8}
 # A page whose kernel dies before it runs a cell is started again, at most this many times
 # in all: kernels starting at once can race for the same free TCP port ("Address already
 # in use"), a failure of the machine, not of the page.
